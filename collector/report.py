@@ -1,0 +1,106 @@
+"""The report: a plain dict that validates against schema/report-v1.json."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import uuid
+
+import psutil
+
+from unwinder.modules import Module
+from unwinder.regs import by_name
+from unwinder.walk import Trace
+
+from . import __version__
+
+SCHEMA_VERSION = 1
+
+
+def schema() -> dict:
+    with open(os.path.join(os.path.dirname(__file__), "schema", "report-v1.json")) as f:
+        return json.load(f)
+
+
+def process_info(pid: int) -> dict:
+    """Metadata via psutil, taken before the process is touched (its state
+    is the state it was found in). Fields psutil cannot read are null."""
+    p = psutil.Process(pid)
+    with p.oneshot():
+        info = {"pid": pid}
+        for key, getter in (("ppid", p.ppid), ("exe", p.exe), ("name", p.name),
+                            ("cmdline", p.cmdline), ("cwd", p.cwd), ("state", p.status)):
+            try:
+                info[key] = getter()
+            except (psutil.Error, OSError):
+                info[key] = None
+        try:
+            info["uid"], info["gid"] = p.uids().real, p.gids().real
+        except (psutil.Error, OSError):
+            info["uid"] = info["gid"] = None
+    info["cmdline"] = info["cmdline"] or []
+    info["exe"] = info["exe"] or None
+    return info
+
+
+def frame_dict(frame) -> dict:
+    module = frame.module
+    rel_pc = module.link(frame.pc) if module else None
+    function = offset = None
+    if module is not None and module.image is not None and rel_pc is not None:
+        found = module.image.symbols.lookup(module.link(frame.lookup_pc))
+        if found:
+            function, offset = found[0], found[1] + (frame.pc - frame.lookup_pc)
+    out = {
+        "index": frame.index, "pc": frame.pc, "sp": frame.sp, "cfa": frame.cfa,
+        "module": module.path if module else None,
+        "build_id": module.build_id if module else None,
+        "rel_pc": rel_pc, "function": function, "offset": offset,
+        "method": frame.method,
+    }
+    if frame.signal_frame:
+        out["signal_frame"] = True
+    return out
+
+
+def thread_dict(info, regs: dict[int, int] | None, trace: Trace | None) -> dict:
+    out = {"tid": info.tid, "name": info.name, "state": info.state,
+           "registers": by_name(regs or {}),
+           "frames": [frame_dict(f) for f in trace.frames] if trace else [],
+           "stop_reason": trace.stop_reason if trace else (info.error or "not stopped")}
+    if trace:
+        methods: dict[str, int] = {}
+        for f in trace.frames:
+            methods[f.method] = methods.get(f.method, 0) + 1
+        out["methods"] = methods
+    if info.error:
+        out["error"] = info.error
+    return out
+
+
+def module_dict(module: Module) -> dict:
+    out = {"path": module.path, "build_id": module.build_id, "start": module.start,
+           "end": module.end, "load_bias": module.bias if module.bias is not None else 0}
+    if module.error:
+        out["error"] = module.error
+    return out
+
+
+def build(source: str, process: dict, threads: list[dict], modules: list[Module],
+          stopped_at: float, timings: dict, errors: list[str], snapshot: dict) -> dict:
+    uname = os.uname()
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "report_id": str(uuid.uuid4()),
+        "collector": {"version": __version__},
+        "time": datetime.datetime.fromtimestamp(stopped_at, datetime.timezone.utc)
+                .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "host": {"hostname": uname.nodename, "kernel": uname.release, "machine": uname.machine},
+        "source": source,
+        "process": process,
+        "threads": threads,
+        "modules": [module_dict(m) for m in modules],
+        "snapshot": snapshot,
+        "timings": timings,
+        "errors": errors,
+    }

@@ -1,0 +1,1 @@
+"""Where machine state comes from; each target yields an AddressSpace."""

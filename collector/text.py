@@ -1,0 +1,19 @@
+"""The report for a human: one line per frame, like eu-stack and gdb."""
+
+
+def render(report: dict) -> str:
+    p = report["process"]
+    lines = [f"PID {p['pid']} {p.get('exe') or p.get('name') or ''}".rstrip()]
+    for t in report["threads"]:
+        lines.append(f"TID {t['tid']} \"{t['name'] or ''}\":")
+        for f in t["frames"]:
+            where = f["function"] or "??"
+            if f["function"] and f["offset"]:
+                where += f"+{f['offset']:#x}"
+            module = f" ({f['module']})" if f["module"] else ""
+            method = "" if f["method"] in ("context", "cfi") else f" [{f['method']}]"
+            lines.append(f"#{f['index']:<3} {f['pc']:#018x} {where}{module}{method}")
+        lines.append(f"     stop: {t['stop_reason']}")
+    for e in report["errors"]:
+        lines.append(f"error: {e}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""The unwind engine: pure computation over an AddressSpace (see DESIGN.md)."""

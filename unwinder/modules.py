@@ -1,0 +1,271 @@
+"""ELF images by mapping: which file backs a pc, its build-id, load bias,
+unwind tables and symbols.
+
+Names for the three kinds of address: a *runtime* address is what the
+target's registers hold; a *link* address is what the ELF file says
+(sh_addr, st_value, FDE ranges); runtime = link + load bias.
+"""
+from __future__ import annotations
+
+import bisect
+import mmap
+import os
+from dataclasses import dataclass, field
+
+from .cfi import CfiError, CfiTable, Row
+from .elf import ElfError, ElfFile
+from .space import AddressSpace, Mapping, MemoryFault
+from .symbols import SymbolTable
+
+DEBUG_ROOT = "/usr/lib/debug"
+MAX_IN_MEMORY_IMAGE = 64 << 20  # a [vdso] or JIT object read from target memory
+
+
+class Image:
+    """One ELF file's contents and the tables decoded from it, shared by every
+    mapping of the same file (keyed by file identity in ImageCache)."""
+
+    def __init__(self, elf: ElfFile, path: str, debug_file_finder=None):
+        self.elf = elf
+        self.path = path
+        self.build_id = elf.build_id()
+        self._find_debug = debug_file_finder
+        self._eh: CfiTable | None | bool = False  # False: not built yet
+        self._debug: CfiTable | None | bool = False
+        self._debug_file: ElfFile | None | bool = False
+        self._symbols: SymbolTable | None = None
+        self.errors: list[str] = []
+
+    def row_for(self, link_pc: int) -> Row | None:
+        """The CFI row at a link-time lookup address: .eh_frame first, then
+        .debug_frame from the file itself or its separate debug file."""
+        if self._eh is False:
+            self._eh = self._build(self._eh_frame_table, ".eh_frame")
+        row = self._lookup(self._eh, link_pc)
+        if row is None:
+            if self._debug is False:
+                self._debug = self._build(self._debug_frame_table, ".debug_frame")
+            row = self._lookup(self._debug, link_pc)
+        return row
+
+    def _lookup(self, table, link_pc):
+        if not table:
+            return None
+        try:
+            return table.row_for(link_pc)
+        except CfiError as e:
+            self.errors.append(f"{self.path}: CFI at {link_pc:#x}: {e}")
+            return None
+
+    def _build(self, make, what):
+        try:
+            return make()
+        except (CfiError, ElfError) as e:
+            self.errors.append(f"{self.path}: {what}: {e}")
+            return None
+
+    def _eh_frame_table(self) -> CfiTable | None:
+        sections = self.elf.sections
+        eh = sections.get(".eh_frame")
+        if eh is None:
+            return None
+        hdr = sections.get(".eh_frame_hdr")
+        got = sections.get(".got.plt") or sections.get(".got")
+        text = sections.get(".text")
+        return CfiTable.from_eh_frame(
+            self.elf.contents(eh), eh.addr,
+            self.elf.contents(hdr) if hdr else None, hdr.addr if hdr else None,
+            text_addr=text.addr if text else 0, data_addr=got.addr if got else 0)
+
+    def _debug_frame_table(self) -> CfiTable | None:
+        for elf in (self.elf, self._debug_elf()):
+            if elf is not None:
+                data = elf.section_data(".debug_frame")
+                if data is not None:
+                    return CfiTable.from_debug_frame(data)
+        return None
+
+    def _debug_elf(self) -> ElfFile | None:
+        if self._debug_file is False:
+            path = self._find_debug(self) if self._find_debug else None
+            self._debug_file = load_elf(path) if path else None
+        return self._debug_file
+
+    @property
+    def symbols(self) -> SymbolTable:
+        """.symtab, else the separate debug file's .symtab (as gdb and
+        eu-stack use it), else .dynsym."""
+        if self._symbols is None:
+            self._symbols = SymbolTable([], b"")
+            for elf, table in ((self.elf, ".symtab"), (self._debug_elf(), ".symtab"),
+                               (self.elf, ".dynsym")):
+                try:
+                    rows, names = elf.function_table(table) if elf else ([], b"")
+                except ElfError as e:
+                    self.errors.append(f"{self.path}: {table}: {e}")
+                    continue
+                if rows:
+                    self._symbols = SymbolTable(rows, names)
+                    break
+        return self._symbols
+
+
+def load_elf(path: str) -> ElfFile | None:
+    try:
+        with open(path, "rb") as f:
+            data = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+        return ElfFile(data, path)
+    except (OSError, ValueError):
+        return None
+
+
+def debug_file_for(image: Image, real_path: str) -> str | None:
+    """Separate debug info, as gdb looks for it: by build-id, then by
+    .gnu_debuglink next to the file, in .debug/, and under /usr/lib/debug."""
+    candidates = []
+    if image.build_id and len(image.build_id) > 2:
+        b = image.build_id
+        candidates.append(f"{DEBUG_ROOT}/.build-id/{b[:2]}/{b[2:]}.debug")
+    link = image.elf.debuglink()
+    if link:
+        d = os.path.dirname(real_path)
+        candidates += [os.path.join(d, link), os.path.join(d, ".debug", link),
+                       DEBUG_ROOT + os.path.join(d, link)]
+    return next((c for c in candidates if os.path.isfile(c)), None)
+
+
+class ImageCache:
+    """Images keyed by file identity, so a module's tables are decoded once
+    per run however many processes or mappings share it."""
+
+    def __init__(self):
+        self._images: dict[tuple, Image | str] = {}
+
+    def from_file(self, open_path: str, real_path: str) -> Image:
+        """Raises ElfError / OSError with a reason."""
+        with open(open_path, "rb") as f:
+            st = os.fstat(f.fileno())
+            key = ("file", st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            cached = self._images.get(key)
+            if cached is None:
+                if st.st_size == 0:
+                    raise ElfError(f"{real_path}: empty file")
+                data = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+                try:
+                    cached = Image(ElfFile(data, real_path), real_path,
+                                   lambda image: debug_file_for(image, real_path))
+                except ElfError as e:
+                    cached = str(e)
+                self._images[key] = cached
+        if isinstance(cached, str):
+            raise ElfError(cached)
+        return cached
+
+    def from_memory(self, data: bytes, name: str) -> Image:
+        key = ("mem", hash(data), len(data))
+        cached = self._images.get(key)
+        if cached is None:
+            cached = Image(ElfFile(data, name), name)
+            self._images[key] = cached
+        return cached
+
+
+@dataclass
+class Module:
+    path: str
+    start: int
+    end: int
+    mappings: list[Mapping] = field(default_factory=list)
+    image: Image | None = None
+    bias: int | None = None
+    error: str | None = None
+
+    @property
+    def build_id(self) -> str | None:
+        return self.image.build_id if self.image else None
+
+    def link(self, runtime: int) -> int | None:
+        return None if self.bias is None else runtime - self.bias
+
+
+class ModuleMap:
+    """The modules of one address space, found by runtime address. Images
+    are opened on first use so a walk pays only for the modules it visits."""
+
+    def __init__(self, space: AddressSpace, cache: ImageCache | None = None):
+        self.space = space
+        self.cache = cache or ImageCache()
+        self.modules = _group(space.maps())
+        self._starts = [m.start for m in self.modules]
+        self._loaded: set[int] = set()
+
+    def find(self, pc: int) -> Module | None:
+        i = bisect.bisect_right(self._starts, pc) - 1
+        if i < 0 or pc >= self.modules[i].end:
+            return None
+        module = self.modules[i]
+        if not any(pc in m and m.executable for m in module.mappings):
+            return None
+        self.load(module)
+        return module
+
+    def load(self, module: Module) -> Module:
+        if id(module) in self._loaded:
+            return module
+        self._loaded.add(id(module))
+        try:
+            module.image = self._open(module)
+            module.bias = _load_bias(module)
+        except (OSError, ElfError, MemoryFault) as e:
+            module.error = str(e)
+        return module
+
+    def load_all(self) -> list[Module]:
+        return [self.load(m) for m in self.modules]
+
+    def _open(self, module: Module) -> Image:
+        first = module.mappings[0]
+        if first.path == "[vdso]":
+            size = module.end - module.start
+            if size > MAX_IN_MEMORY_IMAGE:
+                raise ElfError("[vdso]: implausibly large")
+            return self.cache.from_memory(self.space.read(module.start, size), "[vdso]")
+        open_path = self.space.file_for(first) or first.path
+        try:
+            return self.cache.from_file(open_path, first.path)
+        except OSError:
+            if open_path == first.path:
+                raise
+            return self.cache.from_file(first.path, first.path)
+
+
+def _group(mappings: list[Mapping]) -> list[Module]:
+    """File-backed mappings of one file (and the vdso) become one module;
+    only files with an executable mapping count."""
+    by_file: dict[tuple, Module] = {}
+    for m in mappings:
+        if m.path == "[vdso]":
+            key = ("[vdso]",)
+        elif m.is_file:
+            key = (m.dev, m.inode, m.path)
+        else:
+            continue
+        module = by_file.get(key)
+        if module is None:
+            module = by_file[key] = Module(m.path, m.start, m.end)
+        module.start = min(module.start, m.start)
+        module.end = max(module.end, m.end)
+        module.mappings.append(m)
+    modules = [mod for mod in by_file.values() if any(m.executable for m in mod.mappings)]
+    modules.sort(key=lambda mod: mod.start)
+    return modules
+
+
+def _load_bias(module: Module) -> int:
+    """bias = runtime - link, from the lowest mapping and the PT_LOAD that
+    holds its file offset (p_vaddr and p_offset agree modulo the page size)."""
+    first = min(module.mappings, key=lambda m: m.offset)
+    seg = module.image.elf.first_load(first.offset)
+    if seg is None:
+        raise ElfError(f"{module.path}: no PT_LOAD segment")
+    return first.start - first.offset - seg.vaddr + seg.offset

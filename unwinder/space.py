@@ -1,0 +1,116 @@
+"""The AddressSpace protocol: the engine's only door into a target.
+
+The analogue of libunwind's remote accessors (access_mem, access_reg,
+find_proc_info): a live process, a snapshot, a core file and a synthetic
+test stack all look the same to the engine.
+"""
+from __future__ import annotations
+
+import bisect
+import struct
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class MemoryFault(Exception):
+    """A read the address space cannot serve."""
+
+    def __init__(self, addr: int, size: int = 1, why: str = "unmapped"):
+        super().__init__(f"cannot read {size} bytes at {addr:#x}: {why}")
+        self.addr = addr
+        self.size = size
+        self.why = why
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """One line of /proc/PID/maps (or its equivalent from a core)."""
+    start: int
+    end: int
+    perms: str = "r--p"
+    offset: int = 0
+    dev: str = "00:00"
+    inode: int = 0
+    path: str = ""
+
+    @property
+    def executable(self) -> bool:
+        return "x" in self.perms
+
+    @property
+    def is_file(self) -> bool:
+        return self.inode != 0 and self.path.startswith("/")
+
+    def __contains__(self, addr: int) -> bool:
+        return self.start <= addr < self.end
+
+
+class AddressSpace(Protocol):
+    def read(self, addr: int, size: int) -> bytes:
+        """Exactly `size` bytes at `addr`, or raise MemoryFault."""
+
+    def maps(self) -> list[Mapping]:
+        """Mappings sorted by start address."""
+
+    def threads(self) -> list[int]:
+        """Thread ids, main thread first."""
+
+    def registers(self, tid: int) -> dict[int, int]:
+        """Known registers of a thread by DWARF number (unwinder.regs)."""
+
+    def file_for(self, mapping: Mapping) -> str | None:
+        """A path that opens the exact file behind `mapping`, or None."""
+
+
+_U64 = struct.Struct("<Q")
+
+
+def read_u64(space: AddressSpace, addr: int) -> int:
+    if addr < 0 or addr > 0xFFFF_FFFF_FFFF_FFF8:
+        raise MemoryFault(addr & 0xFFFF_FFFF_FFFF_FFFF, 8, "address out of range")
+    return _U64.unpack(space.read(addr, 8))[0]
+
+
+class MapIndex:
+    """Address -> mapping lookup by binary search."""
+
+    def __init__(self, mappings: list[Mapping]):
+        self.mappings = sorted(mappings, key=lambda m: m.start)
+        self._starts = [m.start for m in self.mappings]
+
+    def find(self, addr: int) -> Mapping | None:
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0 and addr < self.mappings[i].end:
+            return self.mappings[i]
+        return None
+
+
+class FakeSpace:
+    """A dict-backed address space for tests: memory blocks and registers."""
+
+    def __init__(self, blocks: dict[int, bytes] | None = None,
+                 mappings: list[Mapping] | None = None,
+                 regs: dict[int, dict[int, int]] | None = None,
+                 files: dict[int, str] | None = None):
+        self.blocks = dict(blocks or {})
+        self._maps = sorted(mappings or [], key=lambda m: m.start)
+        self._regs = dict(regs or {})
+        self._files = dict(files or {})
+
+    def read(self, addr: int, size: int) -> bytes:
+        for start, data in self.blocks.items():
+            if start <= addr and addr + size <= start + len(data):
+                return bytes(data[addr - start:addr - start + size])
+        raise MemoryFault(addr, size)
+
+    def maps(self) -> list[Mapping]:
+        return list(self._maps)
+
+    def threads(self) -> list[int]:
+        return list(self._regs)
+
+    def registers(self, tid: int) -> dict[int, int]:
+        return dict(self._regs[tid])
+
+    def file_for(self, mapping: Mapping) -> str | None:
+        return self._files.get(mapping.start, mapping.path if mapping.is_file else None)
