@@ -48,9 +48,11 @@ def frame_dict(frame) -> dict:
     rel_pc = module.link(frame.pc) if module else None
     function = offset = None
     if module is not None and module.image is not None and rel_pc is not None:
-        found = module.image.symbols.lookup(module.link(frame.lookup_pc))
+        # a signal trampoline is entered at its first byte, not returned into
+        at = frame.pc if frame.signal_frame else frame.lookup_pc
+        found = module.image.symbols.lookup(module.link(at))
         if found:
-            function, offset = found[0], found[1] + (frame.pc - frame.lookup_pc)
+            function, offset = found[0], found[1] + (frame.pc - at)
     out = {
         "index": frame.index, "pc": frame.pc, "sp": frame.sp, "cfa": frame.cfa,
         "module": module.path if module else None,

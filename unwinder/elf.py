@@ -162,9 +162,9 @@ class ElfFile:
                 return seg
         return loads[0] if loads else None
 
-    def function_table(self, table: str) -> tuple[list[tuple[int, int, int, int]], bytes]:
+    def function_table(self, table: str) -> tuple[list[tuple[int, int, int, int, int]], bytes]:
         """Defined functions of a symbol table (.symtab or .dynsym) as sorted
-        (addr, size, binding, name offset) rows and the string table; names
+        (addr, table index, size, binding, name offset) rows and the string table; names
         are decoded only for the symbols actually looked up."""
         section = self.sections.get(table)
         if section is None or section.type == SHT_NOBITS or section.link >= len(self.by_index):
@@ -172,8 +172,9 @@ class ElfFile:
         names = bytes(self.contents(self.by_index[section.link]))
         data = self.contents(section)
         data = data[:len(data) - len(data) % _SYM.size]
-        rows = [(value, size, info >> 4, name_off)
-                for name_off, info, _, shndx, value, size in _SYM.iter_unpack(data)
+        rows = [(value, index, size, info >> 4, name_off)
+                for index, (name_off, info, _, shndx, value, size)
+                in enumerate(_SYM.iter_unpack(data))
                 if shndx and (info & 0xF) in (STT_FUNC, STT_GNU_IFUNC)]
         rows.sort()
         return rows, names

@@ -5,13 +5,14 @@ import bisect
 
 from .elf import STB_GLOBAL, STB_WEAK, cstr
 
-# Among aliases at one address, the name a reader expects: global, then weak.
+# Among aliases at one address, the name eu-stack and gdb show: global, then
+# weak, then local; among equals the first in the table.
 _RANK = {STB_GLOBAL: 0, STB_WEAK: 1}
 _LOOKBACK = 64  # nested/overlapping symbols: how far back a container may start
 
 
 class SymbolTable:
-    def __init__(self, rows: list[tuple[int, int, int, int]], names: bytes):
+    def __init__(self, rows: list[tuple[int, int, int, int, int]], names: bytes):
         self._rows = rows
         self._addrs = [row[0] for row in rows]
         self._names = names
@@ -36,16 +37,20 @@ class SymbolTable:
             return None
         best = None
         for j in range(i, max(i - _LOOKBACK, -1), -1):
-            start, size, binding, name_off = self._rows[j]
+            start, index, size, binding, name_off = self._rows[j]
             if best is not None and start != best[0]:
                 break
             if start <= addr < start + size:
-                key = (start, _RANK.get(binding, 2), name_off)
+                key = (start, _RANK.get(binding, 2), index, name_off)
                 if best is None or key < best:
                     best = key
         if best is None:
-            start, size, _, name_off = self._rows[i]
+            start, index, size, binding, name_off = self._rows[i]
             if size:
                 return None  # past the end of the nearest function: padding or unknown code
-            best = (start, 0, name_off)
-        return cstr(self._names, best[2]), addr - best[0]
+            # an unsized symbol (e.g. __restore_rt): take the first alias at its address
+            k = i
+            while k > 0 and self._rows[k - 1][0] == start and not self._rows[k - 1][2]:
+                k -= 1
+            best = min((r[0], _RANK.get(r[3], 2), r[1], r[4]) for r in self._rows[k:i + 1])
+        return cstr(self._names, best[3]), addr - best[0]
