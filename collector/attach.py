@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import time
 
-import psutil
-
-from unwinder.modules import ImageCache, ModuleMap
-from unwinder.walk import unwind
+from unwinder.modules import ImageCache
 
 from . import report
-from .errors import NoSuchProcess
+from .collect import unwind_threads
 from .targets import live
 
 
@@ -17,33 +14,36 @@ def attach(pid: int, max_frames: int, stack_window: int, timeout: float,
            cache: ImageCache | None = None) -> dict:
     t0 = time.monotonic()
     live.check_target(pid)
-    try:
-        process = report.process_info(pid)
-    except psutil.NoSuchProcess:
-        raise NoSuchProcess(f"no process with pid {pid}") from None
+    process = report.process_info(pid)
     cap = live.capture(pid, stack_window=stack_window, timeout=timeout)
     t1 = time.monotonic()
     space = cap.snapshot
-    modules = ModuleMap(space, cache)
-    threads = []
-    errors = list(cap.errors)
-    for info in cap.threads:
-        regs = space.registers(info.tid) if info.tid in space.threads() else None
-        trace = unwind(space, modules, regs, max_frames) if regs else None
-        threads.append(report.thread_dict(info, regs, trace))
-    loaded = modules.load_all()
-    for m in loaded:
-        if m.image is not None:
-            errors += m.image.errors
+    threads, modules, errors = unwind_threads(space, cap.threads, max_frames, cache)
     unwind_ms = (time.monotonic() - t1) * 1000
-    snapshot = {"bytes_copied": space.bytes_copied, "late_reads": space.late_reads,
-                "missing_reads": space.missing_reads}
+    errors = cap.errors + errors
     if space.late_reads:
         errors.append(f"{space.late_reads} reads fell outside the stack copies and were "
                       "served from the running process after it was released "
                       "(raise --stack-window to copy more)")
     space.close()
+    snapshot = {"bytes_copied": space.bytes_copied, "late_reads": space.late_reads,
+                "missing_reads": space.missing_reads}
     timings = {"stopped_ms": round(cap.stopped_ms, 3), "unwind_ms": round(unwind_ms, 3),
                "total_ms": round((time.monotonic() - t0) * 1000, 3)}
-    return report.build("attach", process, threads, loaded, cap.stopped_at, timings,
+    return report.build("attach", process, threads, modules, cap.stopped_at, timings,
                         errors, snapshot)
+
+
+def register(sub) -> None:
+    from .cli import add_unwind_options, command_parser, positive, size
+    a = command_parser(sub, "attach", help="backtrace every thread of a running process",
+                       description="Stop the process briefly, copy its stacks, let it go, "
+                       "and print a backtrace of every thread.")
+    a.add_argument("pid", type=positive, help="the process id")
+    add_unwind_options(a)
+    a.add_argument("--stack-window", type=size, default="256K", metavar="BYTES",
+                   help="stack bytes copied per thread while stopped (default 256K)")
+    a.add_argument("--stop-timeout", type=float, default=2.0, metavar="SECONDS",
+                   help="how long to wait for every thread to stop (default 2)")
+    a.set_defaults(run=lambda args: attach(args.pid, args.max_frames, args.stack_window,
+                                           args.stop_timeout))

@@ -1,4 +1,9 @@
-"""The `collector` command. The only place that turns errors into exit codes."""
+"""The `collector` command. The only place that turns errors into exit codes.
+
+Each command is a module with `register(subparsers)` that sets `run` (args ->
+report dict, or None when there is nothing to report) on its parser; every
+report leaves through `emit`.
+"""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +18,7 @@ from .errors import EXIT_CODES, CollectorError
 EPILOG = "exit codes:\n" + "\n".join(f"  {code:<3} {what}" for code, what in EXIT_CODES)
 
 
-def _size(text: str) -> int:
+def size(text: str) -> int:
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
     text = text.strip().lower().rstrip("ib")
     try:
@@ -24,7 +29,7 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 256K, 1M)") from None
 
 
-def _positive(text: str) -> int:
+def positive(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -34,40 +39,45 @@ def _positive(text: str) -> int:
     return value
 
 
+def add_unwind_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=("json", "text"), default="json")
+    p.add_argument("--max-frames", type=positive, default=1024, metavar="N",
+                   help="frames per thread at most (default 1024)")
+
+
+def command_parser(sub, name: str, **kw) -> argparse.ArgumentParser:
+    return sub.add_parser(name, epilog=EPILOG,
+                          formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+
+
 def parser() -> argparse.ArgumentParser:
+    from . import attach
     p = argparse.ArgumentParser(
         prog="collector", description="Crash backtraces of Linux x86-64 processes, as JSON.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"collector {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    a = sub.add_parser("attach", help="backtrace every thread of a running process",
-                       description="Stop the process briefly, copy its stacks, let it go, "
-                       "and print a backtrace of every thread.",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    a.add_argument("pid", type=_positive, help="the process id")
-    a.add_argument("--format", choices=("json", "text"), default="json")
-    a.add_argument("--max-frames", type=_positive, default=1024, metavar="N",
-                   help="frames per thread at most (default 1024)")
-    a.add_argument("--stack-window", type=_size, default="256K", metavar="BYTES",
-                   help="stack bytes copied per thread while stopped (default 256K)")
-    a.add_argument("--stop-timeout", type=float, default=2.0, metavar="SECONDS",
-                   help="how long to wait for every thread to stop (default 2)")
+    for command in (attach,):
+        command.register(sub)
     return p
+
+
+def emit(report: dict, args) -> None:
+    if args.format == "text":
+        from .text import render
+        sys.stdout.write(render(report))
+    else:
+        sys.stdout.write(json.dumps(report, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        if args.command == "attach":
-            from .attach import attach
-            rep = attach(args.pid, args.max_frames, args.stack_window, args.stop_timeout)
-        if args.format == "text":
-            from .text import render
-            sys.stdout.write(render(rep))
-        else:
-            sys.stdout.write(json.dumps(rep, separators=(",", ":")) + "\n")
-        sys.stdout.flush()
-        return 0
+        report = args.run(args)
+        if report is not None:
+            emit(report, args)
+        return getattr(args, "exit_status", 0)
     except CollectorError as e:
         print(f"collector: {e}", file=sys.stderr)
         return e.exit_code

@@ -13,6 +13,7 @@ from unwinder.regs import by_name
 from unwinder.walk import Trace
 
 from . import __version__
+from .errors import NoSuchProcess
 
 SCHEMA_VERSION = 1
 
@@ -25,7 +26,10 @@ def schema() -> dict:
 def process_info(pid: int) -> dict:
     """Metadata via psutil, taken before the process is touched (its state
     is the state it was found in). Fields psutil cannot read are null."""
-    p = psutil.Process(pid)
+    try:
+        p = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        raise NoSuchProcess(f"no process with pid {pid}") from None
     with p.oneshot():
         info = {"pid": pid}
         for key, getter in (("ppid", p.ppid), ("exe", p.exe), ("name", p.name),

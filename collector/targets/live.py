@@ -20,6 +20,7 @@ from ptrace.binding import func as ptrace_func
 from unwinder.regs import NUMBERS
 from unwinder.space import Mapping, MapIndex
 
+from ..collect import ThreadInfo
 from ..errors import (ExitedDuringAttach, KernelThread, NoSuchProcess, NotPermitted,
                       OwnProcess, TimedOut, Zombie)
 from . import procfs
@@ -34,14 +35,6 @@ RED_ZONE = 128
 DEFAULT_STACK_WINDOW = 256 << 10
 DEFAULT_STOP_TIMEOUT = 2.0
 _HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
-
-
-@dataclass
-class ThreadInfo:
-    tid: int
-    name: str | None
-    state: str | None          # the /proc state letter before the collector touched it
-    error: str | None = None
 
 
 @dataclass

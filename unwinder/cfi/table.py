@@ -1,0 +1,236 @@
+"""CfiTable: pc -> Row through .eh_frame_hdr (or a one-time scan), and step()."""
+from __future__ import annotations
+
+import bisect
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..regs import NAMES, R12, R13, R14, R15, RBP, RBX, RIP, RSP
+from .encoding import MASK64, PE_INDIRECT, PE_OMIT, CfiError, PointerBases, read_pointer
+from .entries import Cie, Fde, is_cie, parse_cie, parse_fde, read_header
+from .expr import RegisterUnknown, evaluate
+from .program import (EXPRESSION, OFFSET, REGISTER, SAME_VALUE, UNDEFINED, VAL_OFFSET, CfaRule,
+                      Rule, run_to)
+
+_HDR_FAST_TABLE_ENC = 0x3B  # datarel | sdata4: the only encoding ld and lld write
+_ROW_CACHE_MAX = 8192
+_FDE_CACHE_MAX = 1024
+_CALLEE_SAVED = (RBX, RBP, R12, R13, R14, R15)
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    cfa: CfaRule
+    rules: tuple[tuple[int, Rule], ...]
+    ra_reg: int
+    signal_frame: bool
+    fde_start: int
+    fde_end: int
+    args_size: int = 0
+
+
+class CfiTable:
+    """The CFI of one module, indexed by link-time address; FDEs are parsed on demand."""
+
+    def __init__(self, data: bytes, is_eh: bool, bases: PointerBases,
+                 index: tuple[list[int], list[int]] | None = None):
+        self._data = data
+        self._is_eh = is_eh
+        self._bases = bases
+        self._cies: dict[int, Cie] = {}
+        self._fdes: dict[int, Fde] = {}
+        self._rows: dict[int, Row | None] = {}
+        # Sorted FDE initial locations and the matching FDE offsets in `data`.
+        self._starts, self._offsets = index or self._scan()
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    @classmethod
+    def from_eh_frame(cls, eh_frame: bytes | memoryview, eh_frame_addr: int,
+                      hdr: bytes | memoryview | None = None, hdr_addr: int | None = None,
+                      text_addr: int = 0, data_addr: int = 0) -> CfiTable:
+        data = bytes(eh_frame)
+        bases = PointerBases(eh_frame_addr, text_addr, data_addr)
+        index = None
+        if hdr is not None and hdr_addr is not None:
+            try:
+                index = _read_hdr(bytes(hdr), hdr_addr, eh_frame_addr, len(data), text_addr)
+            except (CfiError, IndexError, struct.error):
+                index = None  # a corrupt hdr costs a scan, not the module
+        return cls(data, True, bases, index)
+
+    @classmethod
+    def from_debug_frame(cls, debug_frame: bytes | memoryview,
+                         address_size: int = 8) -> CfiTable:
+        return cls(bytes(debug_frame), False, PointerBases(0, 0, 0, address_size))
+
+    def row_for(self, pc: int) -> Row | None:
+        """The row covering link-time lookup address `pc`, or None if no FDE covers it."""
+        try:
+            return self._rows[pc]
+        except KeyError:
+            pass
+        try:
+            row = self._compute(pc)
+        except (IndexError, struct.error) as e:
+            raise CfiError(f"truncated CFI near pc {pc:#x}: {e}") from None
+        if len(self._rows) >= _ROW_CACHE_MAX:
+            self._rows.clear()
+        self._rows[pc] = row
+        return row
+
+    def _compute(self, pc: int) -> Row | None:
+        i = bisect.bisect_right(self._starts, pc) - 1
+        if i < 0:
+            return None
+        fde = self._fde(self._offsets[i])
+        if not fde.start <= pc < fde.end:
+            return None
+        state = run_to(self._data, fde, self._bases, pc)
+        if state.cfa is None:
+            raise CfiError(f"FDE at {fde.offset:#x} defines no CFA")
+        cie = fde.cie
+        return Row(state.cfa, tuple(sorted(state.rules.items())), cie.ra_reg,
+                   cie.signal_frame, fde.start, fde.end, state.args_size)
+
+    def _cie(self, off: int) -> Cie:
+        cie = self._cies.get(off)
+        if cie is None:
+            cie = self._cies[off] = parse_cie(self._data, off, self._is_eh, self._bases)
+        return cie
+
+    def _fde(self, off: int) -> Fde:
+        fde = self._fdes.get(off)
+        if fde is None:
+            if len(self._fdes) >= _FDE_CACHE_MAX:
+                self._fdes.clear()
+            fde = self._fdes[off] = parse_fde(self._data, off, self._is_eh, self._bases, self._cie)
+        return fde
+
+    def _scan(self) -> tuple[list[int], list[int]]:
+        """Walk every entry once, reading FDE headers only.
+
+        An FDE that does not parse is left out; a broken entry length ends the
+        walk, as nothing after it can be found.
+        """
+        data, pairs, off = self._data, [], 0
+        while off + 4 <= len(data):
+            try:
+                header = read_header(data, off)
+            except (CfiError, struct.error):
+                break
+            if header is None:  # zero terminator (or padding): step over it
+                off += 4
+                continue
+            _, ident, end, size = header
+            if not is_cie(ident, size, self._is_eh):
+                try:
+                    pairs.append((parse_fde(data, off, self._is_eh, self._bases, self._cie).start, off))
+                except (CfiError, IndexError, struct.error):
+                    pass
+            off = end
+        pairs.sort()
+        return [s for s, _ in pairs], [o for _, o in pairs]
+
+
+def _read_hdr(hdr: bytes, hdr_addr: int, eh_frame_addr: int, eh_size: int,
+              text_addr: int) -> tuple[list[int], list[int]] | None:
+    """The sorted (start, FDE offset) table of .eh_frame_hdr, or None if it has none."""
+    if hdr[0] != 1:
+        raise CfiError(f".eh_frame_hdr version {hdr[0]}")
+    ptr_enc, count_enc, table_enc = hdr[1], hdr[2], hdr[3]
+    bases = PointerBases(hdr_addr, text_addr, hdr_addr)
+    ptr, pos = read_pointer(hdr, 4, ptr_enc, bases)
+    if ptr != eh_frame_addr:
+        raise CfiError(".eh_frame_hdr points to another .eh_frame")
+    if count_enc == PE_OMIT or table_enc == PE_OMIT:
+        return None
+    if table_enc & PE_INDIRECT:
+        raise CfiError(f".eh_frame_hdr table encoding {table_enc:#x}")
+    count, pos = read_pointer(hdr, pos, count_enc, bases)
+    if table_enc == _HDR_FAST_TABLE_ENC:
+        if pos + 8 * count > len(hdr):
+            raise CfiError(".eh_frame_hdr table runs past its end")
+        words = struct.unpack_from(f"<{2 * count}i", hdr, pos)
+        base = hdr_addr - eh_frame_addr
+        starts = [(s + hdr_addr) & MASK64 for s in words[0::2]]
+        offsets = [f + base for f in words[1::2]]
+    else:
+        if count > len(hdr):  # each entry takes at least two bytes
+            raise CfiError(".eh_frame_hdr count larger than the section")
+        starts, offsets = [], []
+        for _ in range(count):
+            start, pos = read_pointer(hdr, pos, table_enc, bases)
+            fde, pos = read_pointer(hdr, pos, table_enc, bases)
+            starts.append(start)
+            offsets.append(fde - eh_frame_addr)
+    if any(not 0 <= o < eh_size for o in offsets):
+        raise CfiError(".eh_frame_hdr points outside .eh_frame")
+    if any(a > b for a, b in zip(starts, starts[1:])):
+        pairs = sorted(zip(starts, offsets))
+        starts, offsets = [s for s, _ in pairs], [o for _, o in pairs]
+    return starts, offsets
+
+
+def step(row: Row, regs: dict[int, int],
+         read_u64: Callable[[int], int]) -> tuple[int, dict[int, int]]:
+    """Apply `row` to the callee's known registers; return (cfa, caller registers).
+
+    Unknown registers stay absent. A rule that needs an unknown register leaves
+    its register unknown, except the CFA, whose failure is a CfiError. MemoryFault
+    from read_u64 propagates.
+    """
+    cfa_rule = row.cfa
+    if cfa_rule.expr is None:
+        base = regs.get(cfa_rule.reg)
+        if base is None:
+            raise CfiError(f"cfa register {_name(cfa_rule.reg)} unknown")
+        cfa = (base + cfa_rule.offset) & MASK64
+    else:
+        try:
+            cfa = evaluate(cfa_rule.expr, regs, read_u64)
+        except RegisterUnknown as e:
+            raise CfiError(f"cfa expression needs register {_name(e.reg)}, which is unknown") from None
+
+    caller = {r: regs[r] for r in _CALLEE_SAVED if r in regs}
+    caller[RSP] = cfa
+    ra = None
+    for reg, rule in row.rules:
+        value = _apply(reg, rule, cfa, regs, read_u64)
+        if value is None:
+            caller.pop(reg, None)
+        else:
+            caller[reg] = value
+        if reg == row.ra_reg:
+            ra = value
+    if ra is None:
+        caller.pop(RIP, None)  # no return address: the outermost frame
+    else:
+        caller[RIP] = ra
+    return cfa, caller
+
+
+def _apply(reg: int, rule: Rule, cfa: int, regs: dict[int, int],
+           read_u64: Callable[[int], int]) -> int | None:
+    kind, value = rule
+    if kind == OFFSET:
+        return read_u64((cfa + value) & MASK64)
+    if kind == VAL_OFFSET:
+        return (cfa + value) & MASK64
+    if kind == UNDEFINED:
+        return None
+    if kind == SAME_VALUE:
+        return regs.get(reg)
+    if kind == REGISTER:
+        return regs.get(value)
+    try:  # EXPRESSION or VAL_EXPRESSION
+        result = evaluate(value, regs, read_u64, (cfa,))
+    except RegisterUnknown:
+        return None
+    return read_u64(result) if kind == EXPRESSION else result
+
+
+def _name(reg: int) -> str:
+    return NAMES[reg] if 0 <= reg < len(NAMES) else f"r{reg}"
