@@ -162,9 +162,10 @@ class ElfFile:
                 return seg
         return loads[0] if loads else None
 
-    def function_table(self, table: str) -> tuple[list[tuple[int, int, int, int, int]], bytes]:
+    def function_table(self, table: str) -> tuple[list[tuple], bytes]:
         """Defined functions of a symbol table (.symtab or .dynsym) as sorted
-        (addr, table index, size, binding, name offset) rows and the string table; names
+        (addr, table index, size, binding, name offset, room) rows, where room
+        bounds an unsized symbol: the bytes left in its section and the string table; names
         are decoded only for the symbols actually looked up."""
         section = self.sections.get(table)
         if section is None or section.type == SHT_NOBITS or section.link >= len(self.by_index):
@@ -172,12 +173,21 @@ class ElfFile:
         names = bytes(self.contents(self.by_index[section.link]))
         data = self.contents(section)
         data = data[:len(data) - len(data) % _SYM.size]
-        rows = [(value, index, size, info >> 4, name_off)
+        rows = [(value, index, size, info >> 4, name_off,
+                 0 if size else self._section_end(shndx, value))
                 for index, (name_off, info, _, shndx, value, size)
                 in enumerate(_SYM.iter_unpack(data))
                 if shndx and (info & 0xF) in (STT_FUNC, STT_GNU_IFUNC)]
         rows.sort()
         return rows, names
+
+
+    def _section_end(self, shndx: int, value: int) -> int:
+        """Bytes from `value` to the end of section `shndx` (0 if unknown)."""
+        if shndx >= len(self.by_index):
+            return 0
+        section = self.by_index[shndx]
+        return max(section.addr + section.size - value, 0)
 
 
 def _align4(n: int) -> int:

@@ -12,7 +12,7 @@ _LOOKBACK = 64  # nested/overlapping symbols: how far back a container may start
 
 
 class SymbolTable:
-    def __init__(self, rows: list[tuple[int, int, int, int, int]], names: bytes):
+    def __init__(self, rows: list[tuple], names: bytes):
         self._rows = rows
         self._addrs = [row[0] for row in rows]
         self._names = names
@@ -33,24 +33,19 @@ class SymbolTable:
 
     def _find(self, addr: int) -> tuple[str, int] | None:
         i = bisect.bisect_right(self._addrs, addr) - 1
-        if i < 0:
-            return None
         best = None
         for j in range(i, max(i - _LOOKBACK, -1), -1):
-            start, index, size, binding, name_off = self._rows[j]
+            start, index, size, binding, name_off, room = self._rows[j]
             if best is not None and start != best[0]:
                 break
-            if start <= addr < start + size:
+            if addr < start + (size or min(room, self._next_start(start) - start)):
                 key = (start, _RANK.get(binding, 2), index, name_off)
                 if best is None or key < best:
                     best = key
-        if best is None:
-            start, index, size, binding, name_off = self._rows[i]
-            if size:
-                return None  # past the end of the nearest function: padding or unknown code
-            # an unsized symbol (e.g. __restore_rt): take the first alias at its address
-            k = i
-            while k > 0 and self._rows[k - 1][0] == start and not self._rows[k - 1][2]:
-                k -= 1
-            best = min((r[0], _RANK.get(r[3], 2), r[1], r[4]) for r in self._rows[k:i + 1])
-        return cstr(self._names, best[3]), addr - best[0]
+        return None if best is None else (cstr(self._names, best[3]), addr - best[0])
+
+    def _next_start(self, start: int) -> int:
+        """Where the next symbol begins: an unsized symbol (e.g. __restore_rt)
+        ends there or at its section's end, as eu-stack sees it."""
+        k = bisect.bisect_right(self._addrs, start)
+        return self._addrs[k] if k < len(self._addrs) else 1 << 64

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from ptrace import PtraceError
 from ptrace.binding import func as ptrace_func
 
-from unwinder.regs import NUMBERS
+from unwinder.regs import NUMBERS, RSP
 from unwinder.space import Mapping, MapIndex
 
 from ..collect import ThreadInfo
@@ -64,29 +64,98 @@ def check_target(pid: int) -> None:
 
 
 def capture(pid: int, stack_window: int = DEFAULT_STACK_WINDOW,
-            timeout: float = DEFAULT_STOP_TIMEOUT) -> Capture:
+            timeout: float = DEFAULT_STOP_TIMEOUT, freeze: bool = False) -> Capture:
+    """Registers and stack copies of every thread. By default one thread is
+    held at a time (as eu-stack does), so no thread is stopped for longer than
+    its own copy takes; `freeze` holds all of them at once for a snapshot
+    that is consistent across threads."""
     check_target(pid)
     infos = {tid: ThreadInfo(tid, procfs.comm(pid, tid), procfs.state(pid, tid))
              for tid in _list_tids(pid)}
-    held = _Held(pid)
+    mappings = _maps(pid)
+    regions = copy_ranges(pid, [(m.start, m.end) for m in mappings if m.path == "[vdso]"])
+    stopped_at = time.time()
+    regs: dict[int, dict[int, int]] = {}
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
     try:
-        t0 = time.monotonic()
-        stopped_at = time.time()
-        held.stop_all(infos, deadline=t0 + timeout)
-        regs = held.registers()
-        mappings = procfs.maps(pid)
-        regions = _copy_stacks(pid, mappings, regs, stack_window)
+        if freeze:
+            held = Held(pid)
+            longest = held.hold(lambda: held.stop_all(infos, time.monotonic() + timeout),
+                                lambda: _copy(held, mappings, regs, regions, stack_window))
+        else:
+            held, longest = _one_at_a_time(pid, infos, mappings, regs, regions,
+                                           stack_window, timeout)
     finally:
-        held.release()
-        stopped_ms = (time.monotonic() - t0) * 1000 if held.stopped else 0.0
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    if not regs:
+        raise ExitedDuringAttach(f"pid {pid} exited while being attached")
+    return finish(pid, infos, held, regs, mappings, regions, stopped_at, longest)
+
+
+def _one_at_a_time(pid, infos, mappings, regs, regions, window, timeout):
+    """Hold each thread only while its own registers and stack are copied.
+    Returns every thread's outcome in one Held and the longest hold (ms)."""
+    outcome = Held(pid)
+    longest = 0.0
+    while True:
+        fresh = [t for t in _list_tids(pid) if t not in outcome.seized
+                 and t not in outcome.failed]
+        if not fresh:
+            return outcome, longest
+        for tid in fresh:
+            infos.setdefault(tid, ThreadInfo(tid, procfs.comm(pid, tid), "R"))
+            held = Held(pid)
+            ms = held.hold(lambda: held.stop([tid], time.monotonic() + timeout),
+                           lambda: _copy(held, mappings, regs, regions, window))
+            longest = max(longest, ms)
+            outcome.seized.add(tid)
+            outcome.stopped.update(held.stopped)
+            outcome.failed.update(held.failed)
+            outcome.errors += held.errors
+
+
+def _copy(held, mappings, regs, regions, window) -> None:
+    """While held: registers, then the stacks (re-reading the mapping list if
+    a stack pointer is in none of the known mappings: a new thread's stack)."""
+    got = held.registers()
+    index = MapIndex(mappings)
+    if any(index.find(r[RSP]) is None for r in got.values()):
+        mappings[:] = _maps(held.pid)
+    regions += copy_stacks(held.pid, mappings, got, window)
+    if not _alive(held.pid):
+        raise ExitedDuringAttach(f"pid {held.pid} exited while being attached")
+    regs.update(got)
+
+
+def _maps(pid: int) -> list[Mapping]:
+    try:
+        return procfs.maps(pid)
+    except PermissionError:
+        raise NotPermitted(why_not_permitted(pid)) from None
+    except OSError:
+        raise ExitedDuringAttach(f"pid {pid} exited while being attached") from None
+
+
+def _alive(pid: int) -> bool:
+    return procfs.state(pid) not in (None, "Z", "X")
+
+
+def finish(pid: int, infos: dict[int, ThreadInfo], held: Held, regs, mappings, regions,
+           stopped_at: float, stopped_ms: float) -> Capture:
+    errors = list(held.errors)
     for tid, why in held.failed.items():
-        infos.setdefault(tid, ThreadInfo(tid, None, None)).error = why
+        if why.startswith("exited"):  # nothing left of it to report
+            infos.pop(tid, None)
+            errors.append(f"thread {tid} {why}")
+        else:
+            infos.setdefault(tid, ThreadInfo(tid, None, None)).error = why
+    for tid in [t for t, info in infos.items() if t not in regs and info.error is None]:
+        infos.pop(tid)
+        errors.append(f"thread {tid} exited before it could be stopped")
     order = sorted(infos, key=lambda tid: (tid != pid, tid))
     regs = {tid: regs[tid] for tid in order if tid in regs}
     return Capture(Snapshot(pid, mappings, regs, regions), [infos[t] for t in order],
-                   stopped_at, stopped_ms, held.errors)
+                   stopped_at, stopped_ms, errors)
 
 
 def _list_tids(pid: int) -> list[int]:
@@ -96,7 +165,7 @@ def _list_tids(pid: int) -> list[int]:
         raise ExitedDuringAttach(f"pid {pid} exited before it could be stopped") from None
 
 
-class _Held:
+class Held:
     """The threads this collector has seized, and their release."""
 
     def __init__(self, pid: int):
@@ -105,6 +174,22 @@ class _Held:
         self.stopped: dict[int, int] = {}   # tid -> signal to hand back on detach
         self.failed: dict[int, str] = {}
         self.errors: list[str] = []
+
+    def hold(self, stop, copy) -> float:
+        """stop(), then copy() while held; always release. Returns ms held."""
+        t0 = time.monotonic()
+        try:
+            stop()
+            if self.stopped:
+                copy()
+        finally:
+            self.release()
+        return (time.monotonic() - t0) * 1000 if self.stopped else 0.0
+
+    def stop(self, tids: list[int], deadline: float) -> None:
+        for tid in tids:
+            self._seize(tid)
+        self._wait(deadline)
 
     def stop_all(self, infos: dict[int, ThreadInfo], deadline: float) -> None:
         # Threads created while we stop the others appear in the next listing;
@@ -134,7 +219,7 @@ class _Held:
                 self.failed[tid] = "exited before it could be stopped"
                 return
             if e.errno == errno.EPERM:
-                raise NotPermitted(_why_not_permitted(self.pid)) from None
+                raise NotPermitted(why_not_permitted(self.pid)) from None
             raise
         self.seized.add(tid)
         try:
@@ -142,36 +227,52 @@ class _Held:
         except PtraceError:
             pass  # it exited; the wait reports that
 
+    def interrupt(self, tids: list[int], deadline: float) -> None:
+        """Stop threads this collector already traces (run, watch)."""
+        for tid in tids:
+            self.seized.add(tid)
+            try:
+                ptrace_func.ptrace(PTRACE_INTERRUPT, tid, 0, 0)
+            except PtraceError:
+                pass  # it exited; the wait reports that
+        self._wait(deadline)
+
     def _wait(self, deadline: float) -> None:
         pending = [t for t in self.seized if t not in self.stopped and t not in self.failed]
-        pause = 0.00002
-        while pending:
-            still = []
-            for tid in pending:
-                try:
-                    got, status = os.waitpid(tid, os.WNOHANG | WALL)
-                except ChildProcessError:
-                    self.failed[tid] = "exited while being stopped"
-                    continue
-                if got == 0:
-                    still.append(tid)
-                elif os.WIFSTOPPED(status):
-                    sig = os.WSTOPSIG(status)
-                    # a signal-delivery-stop (no event) holds a signal we must not lose
-                    self.stopped[tid] = sig if status >> 16 == 0 else 0
-                else:
-                    self.failed[tid] = "exited while being stopped"
-            pending = still
-            if pending:
-                if time.monotonic() > deadline:
+        # Every tracee stop sends the tracer SIGCHLD: sleep on it, not on a timer.
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        try:
+            while pending:
+                pending = [tid for tid in pending if not self._reap(tid)]
+                if not pending:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
                     for tid in pending:
                         self.failed[tid] = (f"did not stop in time (state "
                                             f"{procfs.state(self.pid, tid)}); "
                                             "released when the collector exits")
                         self.errors.append(f"thread {tid}: {self.failed[tid]}")
                     return
-                time.sleep(pause)
-                pause = min(pause * 2, 0.002)
+                signal.sigtimedwait({signal.SIGCHLD}, min(left, 0.05))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+    def _reap(self, tid: int) -> bool:
+        """True once the thread has stopped or gone."""
+        try:
+            got, status = os.waitpid(tid, os.WNOHANG | WALL)
+        except ChildProcessError:
+            self.failed[tid] = "exited while being stopped"
+            return True
+        if got == 0:
+            return False
+        if os.WIFSTOPPED(status):
+            # a signal-delivery-stop (no event) holds a signal we must not lose
+            self.stopped[tid] = os.WSTOPSIG(status) if status >> 16 == 0 else 0
+        else:
+            self.failed[tid] = "exited while being stopped"
+        return True
 
     def registers(self) -> dict[int, dict[int, int]]:
         regs = {}
@@ -179,7 +280,8 @@ class _Held:
             try:
                 raw = ptrace_func.ptrace_getregs(tid)
             except PtraceError as e:
-                self.failed[tid] = f"cannot read registers: {e}"
+                self.failed[tid] = ("exited while being stopped" if e.errno == errno.ESRCH
+                                    else f"cannot read registers: {os.strerror(e.errno or 0)}")
                 continue
             regs[tid] = {NUMBERS[name]: getattr(raw, name) for name in NUMBERS}
         return regs
@@ -194,19 +296,21 @@ class _Held:
         self.seized -= set(self.stopped)
 
 
-def _copy_stacks(pid: int, mappings: list[Mapping], regs: dict[int, dict[int, int]],
-                 window: int) -> list[tuple[int, bytes]]:
+def copy_stacks(pid: int, mappings: list[Mapping], regs: dict[int, dict[int, int]],
+                window: int) -> list[tuple[int, bytes]]:
     """Each thread's stack from just below rsp up to `window` bytes (or the
-    end of its mapping), and the vdso, in one process_vm_readv."""
+    end of its mapping), in one process_vm_readv."""
     index = MapIndex(mappings)
     wanted = []
     for r in regs.values():
-        sp = r[NUMBERS["rsp"]]
-        m = index.find(sp)
+        m = index.find(r[RSP])
         if m is not None:
-            wanted.append((max(m.start, sp - RED_ZONE), min(m.end, sp + window)))
-    wanted += [(m.start, m.end) for m in mappings if m.path == "[vdso]"]
-    ranges = _merge(wanted)
+            wanted.append((max(m.start, r[RSP] - RED_ZONE), min(m.end, r[RSP] + window)))
+    return copy_ranges(pid, wanted)
+
+
+def copy_ranges(pid: int, spans: list[tuple[int, int]]) -> list[tuple[int, bytes]]:
+    ranges = _merge(spans)
     return [(start, data) for (start, size), data in zip(ranges, read_ranges(pid, ranges))
             if data is not None]
 
@@ -221,7 +325,7 @@ def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return [(lo, hi - lo) for lo, hi in merged]
 
 
-def _why_not_permitted(pid: int) -> str:
+def why_not_permitted(pid: int) -> str:
     tracer = procfs.status_field(pid, "TracerPid")
     if tracer and tracer != "0":
         return (f"not permitted to trace pid {pid}: it is already traced by pid {tracer} "

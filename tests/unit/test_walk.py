@@ -31,7 +31,7 @@ def binary(tmp_path_factory):
     elf = ElfFile(out.read_bytes())
     symbols = {}
     rows, names = elf.function_table(".symtab")
-    for addr, _, _, _, name_off in rows:
+    for addr, _, _, _, name_off, _ in rows:
         symbols[names[name_off:names.index(b"\0", name_off)].decode()] = addr
     return str(out), elf, symbols
 

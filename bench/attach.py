@@ -1,0 +1,323 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: `collector attach` vs `eu-stack -p` vs
+`gdb -batch -ex 'thread apply all bt'` against the same live targets.
+
+    python bench/attach.py [--runs 5] [--no-gdb] [--json results.json]
+
+Targets (compiled from bench/attach_target.c into a temp dir at run time):
+
+1. 50 threads parked 20 frames deep plus one spinning thread that reads
+   CLOCK_MONOTONIC in a tight loop and records the longest gap between two
+   readings in a shared file: how long *it* was held stopped by the tool.
+   Before each tool run the bench resets that maximum, so every run is
+   measured on its own. Rows: wall time (median), held-stopped time
+   (median), ratios to eu-stack.
+2. The main thread parked 10,000 frames deep: wall time of each tool.
+
+The tools run round-robin (one warm-up round not counted), so drifts in the
+machine's load hit them alike. Targets from issue 3: held <= 0.5x eu-stack,
+wall <= 1.5x eu-stack (50 threads), wall <= 1x eu-stack (10,000 frames).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import mmap
+import os
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SHM = struct.Struct("<5Q")  # reset_seq, ack_seq, max_gap_ns, loops, max_other_ns (attach_target.c)
+TOOL_TIMEOUT = 120
+
+
+def tool_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("DEBUGINFOD_URLS", None)  # never let gdb/eu-stack go to the network
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def collector_command() -> tuple[list[str], str]:
+    """The installed `collector` console script if it runs this checkout's
+    code (an editable install), else `python -m collector` from this
+    checkout."""
+    script = shutil.which("collector")
+    if script:
+        try:
+            with open(script) as f:
+                first = f.readline()
+            interp = first[2:].strip().split()[0] if first.startswith("#!") else sys.executable
+            where = subprocess.run(
+                [interp, "-c", "import collector, os; print(os.path.dirname(os.path.realpath(collector.__file__)))"],
+                capture_output=True, text=True, cwd="/", timeout=60,
+                env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}).stdout.strip()
+        except (OSError, IndexError, subprocess.SubprocessError):
+            where = ""
+        if where and Path(where) == (REPO / "collector").resolve():
+            return [script], f"{script} (console script)"
+        note = f" (the installed {script} runs {where or 'other code'}, not this checkout)"
+    else:
+        note = ""
+    return [sys.executable, "-m", "collector"], f"{sys.executable} -m collector{note}"
+
+
+def compile_target(outdir: Path) -> Path:
+    if shutil.which("gcc") is None:
+        sys.exit("bench: gcc is not installed (apt-get install gcc)")
+    exe = outdir / "attach_target"
+    subprocess.run(["gcc", "-O2", "-pthread", str(HERE / "attach_target.c"),
+                    "-o", str(exe)], check=True)
+    return exe
+
+
+class Target:
+    def __init__(self, argv: list[str]):
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                     text=True)
+        self.pid = self.proc.pid
+        line = self.proc.stdout.readline().strip()
+        if line != "ready":
+            self.kill()
+            sys.exit(f"bench: target {argv} did not get ready (said {line!r})")
+        time.sleep(0.2)  # let every thread reach pause()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+class Spinner:
+    """The target's spinner, seen through the shared file."""
+
+    def __init__(self, path: Path):
+        self.f = open(path, "r+b")
+        self.m = mmap.mmap(self.f.fileno(), SHM.size)
+
+    def _get(self):
+        return SHM.unpack_from(self.m, 0)
+
+    def reset(self, timeout: float = 5.0):
+        reset, *_ = self._get()
+        struct.pack_into("<Q", self.m, 0, reset + 1)
+        deadline = time.monotonic() + timeout
+        while self._get()[1] != reset + 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the spinner did not acknowledge a reset: is the target stopped?")
+            time.sleep(0.0005)
+
+    def held_ms(self, timeout: float = 5.0) -> tuple[float | None, float | None]:
+        """(longest stall across a stop, longest other stall) since the reset,
+        once the spinner has run again after the tool; (None, None) if it
+        never ran again (the tool left it stopped)."""
+        loops = self._get()[3]
+        deadline = time.monotonic() + timeout
+        while self._get()[3] < loops + 2000:
+            if time.monotonic() > deadline:
+                return None, None
+            time.sleep(0.001)
+        _, _, held, _, other = self._get()
+        return held / 1e6, other / 1e6
+
+
+def count_frames(tool: str, out: str) -> int:
+    if tool == "collector":
+        try:
+            return sum(len(t["frames"]) for t in json.loads(out)["threads"])
+        except (ValueError, KeyError, TypeError):
+            return 0
+    return sum(1 for line in out.splitlines() if line.startswith("#"))
+
+
+def run_tool(argv: list[str]) -> tuple[float, int, str, str]:
+    t0 = time.perf_counter()
+    r = subprocess.run(argv, capture_output=True, text=True, env=tool_env(),
+                       stdin=subprocess.DEVNULL, timeout=TOOL_TIMEOUT)
+    return (time.perf_counter() - t0) * 1000, r.returncode, r.stdout, r.stderr
+
+
+def bench_target(tools: dict[str, list[str]], runs: int, spinner: Spinner | None) -> dict:
+    res = {name: {"wall": [], "held": [], "noise": [], "frames": [], "rc": [], "report": []}
+           for name in tools}
+    for rnd in range(runs + 1):  # round 0 warms caches up and is not counted
+        for name, argv in tools.items():
+            if spinner:
+                spinner.reset()
+            wall, rc, out, err = run_tool(argv)
+            held, noise = spinner.held_ms() if spinner else (None, None)
+            if spinner and held is None:
+                print(f"  ! {name} left the target stopped", file=sys.stderr)
+            if rnd == 0:
+                if rc not in (0, 1) or (name == "collector" and rc != 0):
+                    print(f"  ! {name} exited {rc}: {err.strip()[:300]}", file=sys.stderr)
+                continue
+            r = res[name]
+            r["wall"].append(wall)
+            r["held"].append(held)
+            r["noise"].append(noise)
+            r["rc"].append(rc)
+            r["frames"].append(count_frames(name, out))
+            if name == "collector" and rc == 0:
+                try:
+                    r["report"].append(json.loads(out)["timings"])
+                except (ValueError, KeyError):
+                    pass
+    return res
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, unit=""):
+    return "-" if x is None else f"{x:.1f}{unit}"
+
+
+def ratio(a, b):
+    return None if a is None or not b else a / b
+
+
+def print_table(title: str, res: dict, held: bool):
+    print(f"\n{title}")
+    eu = res.get("eu-stack")
+    eu_wall = med(eu["wall"]) if eu else None
+    eu_held = med(eu["held"]) if eu else None
+    cols = ["tool", "wall ms", "wall/eu-stack"]
+    if held:
+        cols[2:2] = ["held ms"]
+        cols.append("held/eu-stack")
+        cols.append("noise ms")
+    cols += ["frames", "exit"]
+    rows = []
+    for name, r in res.items():
+        w, h = med(r["wall"]), med(r["held"])
+        row = [name, fmt(w), fmt(ratio(w, eu_wall), "x")]
+        if held:
+            row[2:2] = [fmt(h)]
+            row.append(fmt(ratio(h, eu_held), "x"))
+            row.append(fmt(med(r["noise"])))
+        row += [str(max(r["frames"], default=0)), ",".join(sorted(set(map(str, r["rc"]))))]
+        rows.append(row)
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cols)))
+    for row in rows:
+        print("  ".join(v.ljust(widths[i]) if i == 0 else v.rjust(widths[i]) for i, v in enumerate(row)))
+    reps = res.get("collector", {}).get("report") or []
+    if reps:
+        keys = [k for k in reps[0] if all(isinstance(t.get(k), (int, float)) for t in reps)]
+        parts = [f"{k} {statistics.median(t[k] for t in reps):.1f} ms" for k in keys]
+        print(f"  collector's own timings (median): {', '.join(parts)}")
+
+
+def verdict(label: str, value, target: float):
+    if value is None:
+        print(f"  {label}: not measured")
+    elif value <= target:
+        print(f"  {label}: met ({value:.2f}x <= {target}x)")
+    else:
+        print(f"  {label}: MISSED ({value:.2f}x > {target}x, {value / target:.1f} times over)")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=5, help="measured runs per tool (median; default 5)")
+    ap.add_argument("--threads", type=int, default=50)
+    ap.add_argument("--depth", type=int, default=20)
+    ap.add_argument("--recursion", type=int, default=10000)
+    ap.add_argument("--no-gdb", action="store_true", help="leave gdb out (it is the slow one)")
+    ap.add_argument("--pin", action="store_true",
+                    help="pin the spinner to the last cpu and the tools to the others")
+    ap.add_argument("--json", metavar="PATH", help="also write the raw measurements here")
+    args = ap.parse_args(argv)
+
+    col, col_label = collector_command()
+    have = {name: shutil.which(name) is not None for name in ("eu-stack", "gdb")}
+    print(f"collector: {col_label}")
+    print(f"eu-stack: {shutil.which('eu-stack') or 'not installed'}; "
+          f"gdb: {shutil.which('gdb') or 'not installed'}; cpus: {os.cpu_count()}")
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1) * 0.75:
+        print(f"warning: load average {load:.1f} on {os.cpu_count()} cpus: other work is running, "
+              f"the numbers will be noisy")
+    started = time.monotonic()
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="collector-bench-") as tmp:
+        tmp = Path(tmp)
+        exe = compile_target(tmp)
+
+        # 1. many threads + spinner. --pin gives the spinner a cpu of its own
+        # and the bench (hence every tool) the others.
+        cpus = sorted(os.sched_getaffinity(0))
+        spin_cpu = -1
+        if args.pin and len(cpus) >= 2:
+            spin_cpu = cpus[-1]
+            os.sched_setaffinity(0, cpus[:-1])
+            print(f"spinner pinned to cpu {spin_cpu}; tools run on cpu(s) {cpus[:-1]}")
+        shm = tmp / "spinner.shm"
+        shm.write_bytes(b"\0" * SHM.size)
+        target = Target([str(exe), "threads", str(shm), str(args.threads), str(args.depth),
+                         str(spin_cpu)])
+        try:
+            spinner = Spinner(shm)
+            pid = str(target.pid)
+            tools = {"collector": [*col, "attach", pid]}
+            if have["eu-stack"]:
+                tools["eu-stack"] = ["eu-stack", "-p", pid]
+            if have["gdb"] and not args.no_gdb:
+                tools["gdb"] = ["gdb", "-nx", "-batch", "-p", pid, "-ex", "thread apply all bt"]
+            tools["baseline: python -c pass"] = [sys.executable, "-c", "pass"]
+            tools["collector --version"] = [*col, "--version"]
+            res = bench_target(tools, args.runs, spinner)
+            results["threads"] = res
+            print_table(f"{args.threads} threads parked {args.depth} deep + 1 spinner "
+                        f"(pid {pid}), median of {args.runs}", res, held=True)
+            print("  held: the spinner's longest stall across a stop (a voluntary context switch: "
+                  "it never blocks by itself);\n  noise: its longest other stall (preemption, "
+                  "stolen vcpu) in the same run, not counted as held.\n  baseline rows: "
+                  "no attach at all, and the collector's start-up alone.")
+            c, e = res["collector"], res.get("eu-stack")
+            if e:
+                verdict("held <= 0.5x eu-stack", ratio(med(c["held"]), med(e["held"])), 0.5)
+                verdict("wall <= 1.5x eu-stack", ratio(med(c["wall"]), med(e["wall"])), 1.5)
+        finally:
+            target.kill()
+            os.sched_setaffinity(0, cpus)
+
+        # 2. deep recursion
+        target = Target([str(exe), "recurse", str(args.recursion)])
+        try:
+            pid = str(target.pid)
+            limit = str(args.recursion + 100)
+            tools = {"collector": [*col, "attach", pid, "--max-frames", limit]}
+            if have["eu-stack"]:
+                tools["eu-stack"] = ["eu-stack", "-n", "0", "-p", pid]
+            if have["gdb"] and not args.no_gdb:
+                tools["gdb"] = ["gdb", "-nx", "-batch", "-p", pid, "-ex", "bt"]
+            res = bench_target(tools, args.runs, None)
+            results["recursion"] = res
+            print_table(f"main thread {args.recursion} frames deep (pid {pid}), median of {args.runs}",
+                        res, held=False)
+            c, e = res["collector"], res.get("eu-stack")
+            if e:
+                verdict("wall <= 1x eu-stack", ratio(med(c["wall"]), med(e["wall"])), 1.0)
+        finally:
+            target.kill()
+
+    print(f"\nbench took {time.monotonic() - started:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
