@@ -12,7 +12,11 @@ def render(report: dict) -> str:
                 where += f"+{f['offset']:#x}"
             module = f" ({f['module']})" if f["module"] else ""
             method = "" if f["method"] in ("context", "cfi") else f" [{f['method']}]"
-            lines.append(f"#{f['index']:<3} {f['pc']:#018x} {where}{module}{method}")
+            inlined = " [inlined]" if f.get("inlined") else ""
+            lines.append(f"#{f['index']:<3} {f['pc']:#018x} {where}{module}{method}{inlined}")
+            if f.get("file"):
+                column = f":{f['column']}" if f.get("column") else ""
+                lines.append(f"     {f['file']}:{f.get('line') or '?'}{column}")
         lines.append(f"     stop: {t['stop_reason']}")
     for e in report["errors"]:
         lines.append(f"error: {e}")

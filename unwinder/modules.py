@@ -1,5 +1,5 @@
 """ELF images by mapping: which file backs a pc, its build-id, load bias,
-unwind tables and symbols.
+unwind tables, symbols and line tables.
 
 Names for the three kinds of address: a *runtime* address is what the
 target's registers hold; a *link* address is what the ELF file says
@@ -13,11 +13,11 @@ import os
 from dataclasses import dataclass, field
 
 from .cfi import CfiError, CfiTable, Row
+from .debuginfo import is_build_id, local_debug_file, minidebuginfo
 from .elf import ElfError, ElfFile
 from .space import AddressSpace, Mapping, MemoryFault
 from .symbols import SymbolTable
 
-DEBUG_ROOT = "/usr/lib/debug"
 MAX_IN_MEMORY_IMAGE = 64 << 20  # a [vdso] or JIT object read from target memory
 
 
@@ -34,6 +34,7 @@ class Image:
         self._debug: CfiTable | None | bool = False
         self._debug_file: ElfFile | None | bool = False
         self._symbols: SymbolTable | None = None
+        self._lines = False  # False: not built yet; then DwarfLines or None
         self.errors: list[str] = []
 
     def row_for(self, link_pc: int) -> Row | None:
@@ -88,18 +89,41 @@ class Image:
     def _debug_elf(self) -> ElfFile | None:
         if self._debug_file is False:
             path = self._find_debug(self) if self._find_debug else None
-            self._debug_file = load_elf(path) if path else None
+            elf = load_elf(path) if path else None
+            if elf is not None and self.build_id and elf.build_id() not in (None, self.build_id):
+                self.errors.append(f"{self.path}: debug file {path} is for another build")
+                elf = None
+            self._debug_file = elf
         return self._debug_file
+
+    @property
+    def lines(self):
+        """DwarfLines from the file itself or its debug file, or None.
+        pyelftools is imported only here, when some module has DWARF."""
+        if self._lines is False:
+            self._lines = None
+            for elf in (self.elf, self._debug_elf()):
+                if elf is not None and ".debug_info" in elf.sections:
+                    from .lines import DwarfLines
+                    try:
+                        self._lines = DwarfLines(elf)
+                    except (ElfError, ValueError) as e:
+                        self.errors.append(f"{self.path}: DWARF: {e}")
+                    break
+        return self._lines
 
     @property
     def symbols(self) -> SymbolTable:
         """.symtab, else the separate debug file's .symtab (as gdb and
-        eu-stack use it), else .dynsym."""
+        eu-stack use it), else MiniDebugInfo's, else .dynsym."""
         if self._symbols is None:
             self._symbols = SymbolTable([], b"")
-            for elf, table in ((self.elf, ".symtab"), (self._debug_elf(), ".symtab"),
-                               (self.elf, ".dynsym")):
+            # each source is opened only if the ones before it have no functions
+            for open_elf, table in ((lambda: self.elf, ".symtab"), (self._debug_elf, ".symtab"),
+                                    (lambda: minidebuginfo(self.elf), ".symtab"),
+                                    (lambda: self.elf, ".dynsym")):
                 try:
+                    elf = open_elf()
                     rows, names = elf.function_table(table) if elf else ([], b"")
                 except ElfError as e:
                     self.errors.append(f"{self.path}: {table}: {e}")
@@ -119,27 +143,23 @@ def load_elf(path: str) -> ElfFile | None:
         return None
 
 
-def debug_file_for(image: Image, real_path: str) -> str | None:
-    """Separate debug info, as gdb looks for it: by build-id, then by
-    .gnu_debuglink next to the file, in .debug/, and under /usr/lib/debug."""
-    candidates = []
-    if image.build_id and len(image.build_id) > 2:
-        b = image.build_id
-        candidates.append(f"{DEBUG_ROOT}/.build-id/{b[:2]}/{b[2:]}.debug")
-    link = image.elf.debuglink()
-    if link:
-        d = os.path.dirname(real_path)
-        candidates += [os.path.join(d, link), os.path.join(d, ".debug", link),
-                       DEBUG_ROOT + os.path.join(d, link)]
-    return next((c for c in candidates if os.path.isfile(c)), None)
+def debug_file_for(image: Image, real_path: str, fetch=None) -> str | None:
+    """Separate debug info: local files (debuginfo.local_debug_file), then
+    `fetch(build_id) -> path | None` (the collector's debuginfod client)."""
+    found = local_debug_file(image.build_id, real_path, image.elf.debuglink())
+    if found is None and fetch is not None and is_build_id(image.build_id):
+        found = fetch(image.build_id)
+    return found
 
 
 class ImageCache:
     """Images keyed by file identity, so a module's tables are decoded once
-    per run however many processes or mappings share it."""
+    per run however many processes or mappings share it. `fetch_debug`
+    (build_id -> path | None) is asked for debug files not found locally."""
 
-    def __init__(self):
+    def __init__(self, fetch_debug=None):
         self._images: dict[tuple, Image | str] = {}
+        self.fetch_debug = fetch_debug
 
     def from_file(self, open_path: str, real_path: str) -> Image:
         """Raises ElfError / OSError with a reason."""
@@ -153,7 +173,8 @@ class ImageCache:
                 data = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
                 try:
                     cached = Image(ElfFile(data, real_path), real_path,
-                                   lambda image: debug_file_for(image, real_path))
+                                   lambda image: debug_file_for(image, real_path,
+                                                                self.fetch_debug))
                 except ElfError as e:
                     cached = str(e)
                 self._images[key] = cached

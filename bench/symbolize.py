@@ -1,0 +1,85 @@
+"""Symbolization speed: a 50-thread x depth-20 process built with -O2 -g,
+`eu-stack -s` (unwind + names + file:line) against the collector.
+
+    .venv/bin/python bench/symbolize.py [--threads 50] [--depth 20] [--runs 7]
+
+Prints medians (ms) of `eu-stack -s` and of symbolizing the same process's
+report two ways, each in a fresh interpreter: `symbolize_ms` as the report's
+timings.symbolize_ms says (all symbolization work, pyelftools' import
+included: what `collector attach` adds), and `symbolize_cold_ms` with the
+collector's own imports and reading the JSON report too (what
+`collector symbolize` costs, less interpreter start-up). The whole
+`collector attach` (start-up, stop, unwind, symbolize) is printed beside.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+ENV.pop("DEBUGINFOD_URLS", None)
+SYMBOLIZE = """
+import json, sys, time
+t = time.perf_counter()
+from collector.symbolize import symbolize
+report = symbolize(json.load(open(sys.argv[1])), 60.0)
+print((time.perf_counter() - t) * 1000, report["timings"]["symbolize_ms"],
+      sum(len(t["frames"]) for t in report["threads"]))
+"""
+
+
+def wall_ms(argv) -> tuple[float, str]:
+    t = time.perf_counter()
+    out = subprocess.run(argv, capture_output=True, text=True, env=ENV).stdout
+    return (time.perf_counter() - t) * 1000, out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--threads", type=int, default=50)
+    p.add_argument("--depth", type=int, default=20)
+    p.add_argument("--runs", type=int, default=7)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        exe = Path(d) / "target"
+        subprocess.run(["gcc", "-O2", "-g", "-pthread", str(REPO / "bench" / "symbolize_target.c"),
+                        "-o", str(exe)], check=True)
+        target = subprocess.Popen([str(exe), str(args.threads), str(args.depth)],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert target.stdout.readline().strip() == "ready"
+            time.sleep(0.2)
+            pid = str(target.pid)
+            bare = Path(d) / "report.json"
+            bare.write_text(wall_ms([sys.executable, "-m", "collector", "attach",
+                                     "--symbolize-budget", "0", pid])[1])
+            eu, attach, runs = [], [], []
+            for _ in range(args.runs):  # interleaved: a shared machine's load hits all alike
+                eu.append(wall_ms(["eu-stack", "-s", "-p", pid])[0])
+                runs.append(wall_ms([sys.executable, "-c", SYMBOLIZE, str(bare)])[1].split())
+                attach.append(wall_ms([sys.executable, "-m", "collector", "attach", pid])[0])
+        finally:
+            target.kill()
+            target.wait()
+    cold = [float(r[0]) for r in runs]
+    warm = [float(r[1]) for r in runs]
+    eu_ms, cold_ms, sym_ms, attach_ms = map(statistics.median, (eu, cold, warm, attach))
+    print(json.dumps({"threads": args.threads, "depth": args.depth, "frames": int(runs[0][2]),
+                      "eu_stack_s_ms": round(eu_ms, 1), "symbolize_ms": round(sym_ms, 1),
+                      "symbolize_cold_ms": round(cold_ms, 1),
+                      "collector_attach_ms": round(attach_ms, 1),
+                      "load_average": round(os.getloadavg()[0], 2)}))
+    print(f"symbolize / eu-stack -s = {sym_ms / eu_ms:.2f}; cold {cold_ms / eu_ms:.2f}; "
+          f"whole collector attach / eu-stack -s = {attach_ms / eu_ms:.2f}")
+
+
+if __name__ == "__main__":
+    main()

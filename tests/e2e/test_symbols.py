@@ -1,0 +1,276 @@
+"""Symbolization of real processes: file:line, inlined frames and demangled
+names equal to `eu-stack -i -s`; debug info from a separate file (debuglink
+and build-id layout), from MiniDebugInfo, from a real debuginfod server; a
+report symbolized later equals one taken with debug info.
+
+Debug directories are pointed at temp dirs with COLLECTOR_DEBUG_DIRS.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .helpers import (REPO, build_id, collector_argv, collector_env, fmt_thread, run_command,
+                      same_function, same_path, schema_errors)
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
+SOURCE = REPO / "tests" / "fixtures" / "inline.cc"
+WORKERS = 2
+
+
+def sh(*argv):
+    r = subprocess.run([str(a) for a in argv], capture_output=True, text=True)
+    assert r.returncode == 0, f"{' '.join(map(str, argv))}: {r.stderr}"
+    return r.stdout
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory):
+    """full: -O2 -g; split: stripped, with a debuglink, its debug file in
+    debug/ (build-id layout) and beside it; mini: stripped with .gnu_debugdata."""
+    d = tmp_path_factory.mktemp("symbols")
+    full = d / "full" / "inline"
+    full.parent.mkdir()
+    sh("g++", "-O2", "-g", "-pthread", SOURCE, "-o", full)
+    split = d / "split" / "inline"
+    split.parent.mkdir()
+    debug = d / "inline.debug"
+    sh("objcopy", "--only-keep-debug", full, debug)
+    sh("objcopy", "--strip-all", f"--add-gnu-debuglink={debug}", full, split)
+    bid = build_id(full)
+    layout = d / "debug" / ".build-id" / bid[:2] / f"{bid[2:]}.debug"
+    layout.parent.mkdir(parents=True)
+    shutil.copy(debug, layout)
+    mini = d / "mini" / "inline"
+    mini.parent.mkdir()
+    funcs = d / "funcs"
+    syms = sh("nm", "--defined-only", "--format=posix", debug)
+    funcs.write_text("".join(line.split()[0] + "\n" for line in syms.splitlines()
+                             if line.split()[1] in "TtWw"))
+    minidebug = d / "mini.debug"
+    sh("objcopy", "--strip-all", "--keep-section=.symtab", f"--keep-symbols={funcs}",
+       "--remove-section=.gdb_index", "--remove-section=.comment", debug, minidebug)
+    sh("xz", "-f", minidebug)
+    sh("objcopy", "--strip-all", full, mini)
+    sh("objcopy", f"--add-section=.gnu_debugdata={minidebug}.xz", mini)
+    return {"full": full, "split": split, "debug_dir": d / "debug", "debug": debug,
+            "mini": mini, "empty": d / "empty", "dir": d}
+
+
+def env(**extra) -> dict:
+    e = collector_env()
+    e.pop("DEBUGINFOD_URLS", None)
+    e.update({k: str(v) for k, v in extra.items()})
+    return e
+
+
+def attach(pid, *args, timeout=60, **env_vars):
+    res = run_command(collector_argv("attach", *args, pid), timeout=timeout, env=env(**env_vars))
+    assert res.rc == 0 and res.report, str(res)
+    return res
+
+
+def signature(report) -> list[list[tuple]]:
+    """Per thread, what symbolization decides for each frame."""
+    return [[(f["build_id"], f["rel_pc"], f["function"], f.get("file"), f.get("line"),
+              f.get("column"), bool(f.get("inlined"))) for f in t["frames"]]
+            for t in report["threads"]]
+
+
+def exe_frames(thread, exe):
+    return [f for f in thread["frames"] if same_path(f["module"], exe)]
+
+
+def eu_stack_inline(pid) -> dict[int, list[tuple]]:
+    """{tid: [(pc, name, file, line, column)]} from `eu-stack -i -s`."""
+    out = subprocess.run(["eu-stack", "-i", "-s", "-p", str(pid)], capture_output=True,
+                         text=True, timeout=60, env=env()).stdout
+    threads, cur = {}, None
+    for line in out.splitlines():
+        if m := re.match(r"TID (\d+):", line):
+            cur = threads.setdefault(int(m.group(1)), [])
+        elif m := re.match(r"#\d+\s+0x([0-9a-f]+)\s+(.*)", line):
+            cur.append([int(m.group(1), 16), m.group(2).strip(), None, None, None])
+        elif m := re.match(r"\s+(\S+?):(\d+)(?::(\d+))?$", line):
+            cur[-1][2:] = [m.group(1), int(m.group(2)), int(m.group(3)) if m.group(3) else None]
+    return {tid: [tuple(f) for f in frames] for tid, frames in threads.items()}
+
+
+@pytest.mark.skipif(shutil.which("eu-stack") is None, reason="eu-stack is not installed")
+def test_cxx_lines_inlines_and_names_equal_eu_stack(builds, spawn):
+    target = spawn(builds["full"], WORKERS)
+    report = attach(target.pid).report
+    eu = eu_stack_inline(target.pid)
+    for thread in report["threads"]:
+        ours, theirs = thread["frames"], eu[thread["tid"]]
+        table = fmt_thread(thread) + "\neu-stack:\n" + "\n".join(map(str, theirs))
+        assert len(ours) == len(theirs), table
+        for o, (pc, name, file, line, column) in zip(ours, theirs):
+            assert o["pc"] == pc, table
+            assert (o.get("file"), o.get("line"), o.get("column")) == (file, line, column), table
+            assert same_function(o["function"], name, o["module"]), table
+        inlined = [f for f in ours if f.get("inlined")]
+        assert [f["function"] for f in inlined] == ["checkout"], table
+        i = ours.index(inlined[0])
+        assert ours[i + 1]["pc"] == inlined[0]["pc"] and not ours[i + 1].get("inlined"), table
+        assert re.fullmatch(r"shop::Basket<(long|double)>::pay\(int\)", ours[i + 1]["function"])
+        assert ours[i + 1]["linkage_name"].startswith("_ZN4shop6Basket"), table
+
+
+def test_split_debug_file_by_debuglink_and_build_id(builds, spawn):
+    want = signature(attach(spawn(builds["full"], WORKERS).pid).report)
+    target = spawn(builds["split"], WORKERS)
+    # the debuglink names a file that is not beside the binary: found by build-id only
+    by_id = attach(target.pid, COLLECTOR_DEBUG_DIRS=f"/usr/lib/debug:{builds['debug_dir']}")
+    assert signature(by_id.report) == want, fmt_thread(by_id.report["threads"][0])
+    shutil.copy(builds["debug"], builds["split"].parent / "inline.debug")
+    try:
+        by_link = attach(target.pid, COLLECTOR_DEBUG_DIRS="/usr/lib/debug")
+    finally:
+        os.unlink(builds["split"].parent / "inline.debug")
+    assert signature(by_link.report) == want
+    assert any(f.get("inlined") for f in by_link.report["threads"][0]["frames"])
+
+
+def test_stripped_without_debug_info_has_no_lines(builds, spawn):
+    target = spawn(builds["split"], WORKERS)
+    report = attach(target.pid, COLLECTOR_DEBUG_DIRS=builds["empty"]).report
+    for thread in report["threads"]:
+        frames = exe_frames(thread, builds["split"])
+        assert frames and not any(f.get("file") or f.get("inlined") for f in frames), \
+            fmt_thread(thread)
+    assert not [e for e in report["errors"] if "debuginfod" in e]  # DEBUGINFOD_URLS unset
+
+
+def test_minidebuginfo_names_static_functions(builds, spawn):
+    target = spawn(builds["mini"], WORKERS)
+    report = attach(target.pid, COLLECTOR_DEBUG_DIRS=builds["empty"]).report
+    want = [f for f in attach(spawn(builds["full"], WORKERS).pid).report["threads"][1]["frames"]
+            if same_path(f["module"], builds["full"]) and not f.get("inlined")]
+    got = exe_frames(report["threads"][1], builds["mini"])
+    # worker() is static: only .gnu_debugdata's .symtab names it
+    assert [(f["rel_pc"], f["offset"]) for f in got] == [(f["rel_pc"], f["offset"]) for f in want]
+    assert "worker(void*)" in [f["function"] for f in got], fmt_thread(report["threads"][1])
+
+
+def test_symbolize_later_equals_symbolized_at_attach(builds, spawn, tmp_path):
+    target = spawn(builds["split"], WORKERS)
+    dirs = f"/usr/lib/debug:{builds['debug_dir']}"
+    want = attach(target.pid, COLLECTOR_DEBUG_DIRS=dirs).report
+    bare = attach(target.pid, COLLECTOR_DEBUG_DIRS=builds["empty"]).report
+    assert signature(bare) != signature(want)
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(bare))
+    res = run_command(collector_argv("symbolize", path), env=env(COLLECTOR_DEBUG_DIRS=dirs))
+    assert res.rc == 0, str(res)
+    later = json.loads(res.stdout)
+    assert not schema_errors(later), schema_errors(later)
+    assert signature(later) == signature(want)
+    again = tmp_path / "again.json"
+    again.write_text(res.stdout)
+    res = run_command(collector_argv("symbolize", again), env=env(COLLECTOR_DEBUG_DIRS=dirs))
+    assert signature(json.loads(res.stdout)) == signature(want), "symbolize is not idempotent"
+
+
+def test_time_budget_is_reported(builds, spawn, tmp_path):
+    target = spawn(builds["full"], WORKERS)
+    report = attach(target.pid, "--symbolize-budget", "0").report
+    assert "symbolize_ms" not in report["timings"]
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    res = run_command(collector_argv("symbolize", "--symbolize-budget", "1e-9", path), env=env())
+    out = json.loads(res.stdout)
+    assert any("time budget" in e for e in out["errors"]), out["errors"]
+    assert not any(f.get("file") for t in out["threads"] for f in t["frames"])
+
+
+# ---------------------------------------------------------------- debuginfod
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def debuginfod(builds, tmp_path_factory):
+    if shutil.which("debuginfod") is None:
+        pytest.skip("debuginfod is not installed (apt-get install debuginfod)")
+    served = tmp_path_factory.mktemp("served")
+    shutil.copy(builds["debug"], served / "inline.debug")
+    port = free_port()
+    proc = subprocess.Popen(["debuginfod", "-F", str(served), "-p", str(port),
+                             "-d", str(served.parent / "db.sqlite"), "-t", "0", "-g", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    bid = build_id(builds["full"])
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/buildid/{bid}/debuginfo", timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None, "debuginfod exited"
+                assert time.monotonic() < deadline, "debuginfod did not serve the file in 30 s"
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_debuginfod_serves_the_debug_file(builds, spawn, debuginfod, tmp_path):
+    want = signature(attach(spawn(builds["full"], WORKERS).pid).report)
+    target = spawn(builds["split"], WORKERS)
+    res = attach(target.pid, DEBUGINFOD_URLS=debuginfod, DEBUGINFOD_CACHE_PATH=tmp_path,
+                 COLLECTOR_DEBUG_DIRS="/usr/lib/debug")
+    assert signature(res.report) == want, res.report["errors"]
+    bid = build_id(builds["full"])
+    assert (tmp_path / bid / "debuginfo").stat().st_size > 0
+    # from the cache: no server is asked (this one refuses every connection)
+    bare = attach(target.pid, "--symbolize-budget", "0").report
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(bare))
+    refused = f"http://127.0.0.1:{free_port()}"
+    res = run_command(collector_argv("symbolize", path),
+                      env=env(DEBUGINFOD_URLS=refused, DEBUGINFOD_CACHE_PATH=tmp_path,
+                              COLLECTOR_DEBUG_DIRS="/usr/lib/debug"))
+    later = json.loads(res.stdout)
+    assert signature(later) == want
+    assert not [e for e in later["errors"] if "debuginfod" in e], later["errors"]
+
+
+@pytest.mark.parametrize("server", ["refused", "silent"])
+def test_debuginfod_down_still_reports_within_budget(builds, spawn, tmp_path, server):
+    target = spawn(builds["split"], WORKERS)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    if server == "silent":
+        listener.listen(8)  # accepts connections, never answers
+    else:
+        listener.close()
+    budget = 2.0
+    try:
+        res = attach(target.pid, "--symbolize-budget", budget,
+                     DEBUGINFOD_URLS=f"http://127.0.0.1:{port}", DEBUGINFOD_CACHE_PATH=tmp_path,
+                     COLLECTOR_DEBUG_DIRS=builds["empty"])
+    finally:
+        listener.close()
+    report = res.report
+    assert report["timings"]["symbolize_ms"] < budget * 1000 + 500, report["timings"]
+    assert any(f"127.0.0.1:{port}" in e for e in report["errors"]), report["errors"]
+    for thread in report["threads"]:
+        assert not any(f.get("file") for f in exe_frames(thread, builds["split"]))
+        assert thread["stop_reason"].startswith("outermost"), fmt_thread(thread)
