@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import cfi
+from . import cfi, fallback
 from .cfi import CfiError
+from .elf import PT_LOAD
 from .modules import Module, ModuleMap
 from .regs import RIP, RSP
-from .space import AddressSpace, MemoryFault, read_u64
+from .space import AddressSpace, Mapping, MapIndex, MemoryFault, read_u64
 
 DEFAULT_MAX_FRAMES = 1024
 MIN_PC = 4096
@@ -30,6 +31,10 @@ class Frame:
     def sp(self) -> int:
         return self.regs[RSP]
 
+    def caller(self, pc: int, regs: dict[int, int], method: str,
+               after_signal: bool = False) -> Frame:
+        return Frame(self.index + 1, pc, regs, method, after_signal=after_signal)
+
     @property
     def lookup_pc(self) -> int:
         """pc names the instruction after a call in callers: look up pc-1,
@@ -48,13 +53,64 @@ class Stop(Exception):
     """The root of the stack, or a place no strategy can pass: with a reason."""
 
 
-@dataclass
 class Context:
-    space: AddressSpace
-    modules: ModuleMap
+    """What the strategies of one thread's walk share: the address space,
+    modules (files, then unwind info registered at run time) and budgets."""
+
+    def __init__(self, space: AddressSpace, modules: ModuleMap, dynamic=None):
+        self.space = space
+        self.modules = modules
+        self.dynamic = dynamic              # unwinder.dynamic.Registered, or None
+        self.maps = MapIndex(space.maps())
+        self.scan_budget = fallback.SCAN_BUDGET
+        self.cfi_cfa: int | None = None     # the CFA CFI found for this frame, even if refused
+        self.notes: list[str] = []          # why strategies gave up on this frame
 
     def read_u64(self, addr: int) -> int:
         return read_u64(self.space, addr)
+
+    def mapping(self, addr: int) -> Mapping | None:
+        return self.maps.find(addr)
+
+    def is_code(self, addr: int) -> bool:
+        m = self.maps.find(addr)
+        return m is not None and m.executable
+
+    def module_at(self, pc: int) -> Module | None:
+        module = self.modules.find(pc)
+        if module is None and self.dynamic is not None:
+            module = self.dynamic.find(pc)
+        return module
+
+    def has_cfi(self, frame: Frame) -> bool:
+        module = frame.module
+        if module is None or module.image is None or module.bias is None:
+            return False
+        try:
+            return module.image.row_for(module.link(frame.lookup_pc)) is not None
+        except CfiError:
+            return False
+
+    def code_before(self, addr: int, size: int) -> bytes | None:
+        """Up to `size` bytes before `addr` in its mapping: from the module's
+        file (no read of a released process; a core need not hold its text),
+        else from memory (code no file backs)."""
+        m = self.maps.find(addr - 1)
+        if m is None:
+            return None
+        size = min(size, addr - m.start)
+        module = self.modules.find(addr - 1)
+        if module is not None and module.image is not None and module.bias is not None:
+            end, elf = module.link(addr), module.image.elf
+            for seg in elf.segments:
+                if seg.type == PT_LOAD and seg.vaddr < end <= seg.vaddr + seg.filesz:
+                    start = max(end - size, seg.vaddr)
+                    return bytes(elf.data[seg.offset + start - seg.vaddr:
+                                          seg.offset + end - seg.vaddr])
+        try:
+            return self.space.read(addr - size, size)
+        except MemoryFault:
+            return None
 
 
 def by_cfi(frame: Frame, ctx: Context) -> Frame | None:
@@ -69,60 +125,78 @@ def by_cfi(frame: Frame, ctx: Context) -> Frame | None:
     try:
         cfa, caller = cfi.step(row, frame.regs, ctx.read_u64)
     except MemoryFault as e:
-        raise Stop(f"cannot read the caller's registers: {e}") from None
+        ctx.notes.append(f"cannot read the caller's registers: {e}")
+        return None
     except CfiError as e:
-        raise Stop(f"bad CFI at {frame.pc:#x}: {e}") from None
-    frame.cfa = cfa
+        ctx.notes.append(f"bad CFI at {frame.pc:#x}: {e}")
+        return None
+    frame.cfa = ctx.cfi_cfa = cfa
     if RIP not in caller:
         raise Stop("outermost frame (CFI marks the return address undefined)")
-    return Frame(frame.index + 1, caller[RIP], caller, "cfi",
-                 after_signal=row.signal_frame)
+    if caller[RIP] == 0:
+        raise Stop("outermost frame (return address 0)")
+    # images of code registered at run time may say their rows are no DWARF
+    method = getattr(module.image, "method", "cfi")
+    return frame.caller(caller[RIP], caller, method, after_signal=row.signal_frame)
 
 
 Strategy = Callable[[Frame, Context], "Frame | None"]
-STRATEGIES: list[Strategy] = [by_cfi]
+STRATEGIES: list[Strategy] = [by_cfi, fallback.by_dummy_fde, fallback.by_frame_pointer,
+                              fallback.by_scan]
 
 
 def unwind(space: AddressSpace, modules: ModuleMap, regs: dict[int, int],
-           max_frames: int = DEFAULT_MAX_FRAMES) -> Trace:
+           max_frames: int = DEFAULT_MAX_FRAMES, dynamic=None) -> Trace:
     if RIP not in regs or RSP not in regs:
         return Trace([], "registers unknown")
-    ctx = Context(space, modules)
+    ctx = Context(space, modules, dynamic)
     frame = Frame(0, regs[RIP], dict(regs), "context")
     frames: list[Frame] = []
     while True:
-        frame.module = modules.find(frame.pc)
+        frame.module = ctx.module_at(frame.pc)
         frames.append(frame)
-        if frame.module is None:
-            return Trace(frames, f"pc {frame.pc:#x} is outside every executable mapping")
         if len(frames) >= max_frames:
             return Trace(frames, f"frame limit reached ({max_frames})")
         try:
             caller = _step(frame, ctx)
         except Stop as stop:
             return Trace(frames, str(stop))
-        if caller is None:
-            where = frame.module.path
-            why = f" ({frame.module.error})" if frame.module.error else ""
-            return Trace(frames, f"no unwind information for pc {frame.pc:#x} in {where}{why}")
-        reason = _no_progress(frame, caller)
-        if reason:
-            return Trace(frames, reason)
+        if isinstance(caller, str):
+            return Trace(frames, caller)
         frame = caller
 
 
-def _step(frame: Frame, ctx: Context) -> Frame | None:
+def _step(frame: Frame, ctx: Context) -> Frame | str:
+    """The first caller a strategy finds that passes the progress checks, or
+    why there is none. A refused caller (say CFI read a smashed return
+    address) lets the next strategy try."""
+    ctx.cfi_cfa = None
+    ctx.notes = []
     for strategy in STRATEGIES:
         caller = strategy(frame, ctx)
-        if caller is not None:
+        if caller is None:
+            continue
+        reason = _refuse(frame, caller, ctx)
+        if reason is None:
             return caller
-    return None
+        ctx.notes.append(f"{reason} ({caller.method})")
+        frame.cfa = None
+    if not ctx.is_code(frame.pc):
+        return f"pc {frame.pc:#x} is outside every executable mapping"
+    if ctx.notes:
+        return ctx.notes[0]
+    if frame.module is None:
+        return f"no unwind information for pc {frame.pc:#x} (anonymous executable memory)"
+    why = f" ({frame.module.error})" if frame.module.error else ""
+    return f"no unwind information for pc {frame.pc:#x} in {frame.module.path}{why}"
 
 
-def _no_progress(frame: Frame, caller: Frame) -> str | None:
+def _refuse(frame: Frame, caller: Frame, ctx: Context) -> str | None:
     if caller.pc < MIN_PC:
-        return "outermost frame (return address 0)" if caller.pc == 0 \
-            else f"return address {caller.pc:#x} is not code"
+        return f"return address {caller.pc:#x} is not code"
+    # the pc a signal interrupted may be anywhere (a jump to garbage); a return address may not
+    if not caller.after_signal and not ctx.is_code(caller.pc):
+        return f"return address {caller.pc:#x} is outside every executable mapping"
     if RSP not in caller.regs:
         return "caller's stack pointer unknown"
     # A signal frame may resume on another stack (sigaltstack); elsewhere the

@@ -1,0 +1,228 @@
+"""Following a process until it is about to die of a signal.
+
+`run` starts a program as a tracee, `watch` seizes a running process (every
+thread, PTRACE_SEIZE with TRACECLONE, so new threads are traced too). Every
+stop is passed through untouched: signals are handed back, group-stops are
+kept with PTRACE_LISTEN. At the signal-delivery-stop of a fatal signal whose
+disposition is the default action, every thread is held and `on_crash` runs;
+then every thread is detached with its signal handed back, so the program
+dies exactly as it would have (same status, core dump if the system takes one).
+
+A fatal signal the program catches is passed on: if the handler recovers there
+is nothing to report; if it re-raises or returns to the fault with the default
+restored, the next delivery-stop is the one reported.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from ptrace import PtraceError
+from ptrace.binding import func as ptrace_func
+
+from ..collect import ThreadInfo
+from ..errors import NoSuchProcess, NotPermitted
+from . import live, procfs
+
+FATAL = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT,
+         signal.SIGTRAP, signal.SIGSYS)
+STOP_SIGNALS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+COLLECTOR_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
+OPTIONS = 0x08 | 0x10        # PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC
+EVENT_CLONE = 3
+PTRACE_LISTEN = 0x4208
+
+
+@dataclass
+class Crash:
+    tid: int
+    signal: int
+    siginfo: dict | None    # signo, code, addr
+    capture: live.Capture
+    t0: float               # time.monotonic() when the crash was seen
+
+
+class Tracer:
+    """The threads of one traced process and the loop that passes their stops on."""
+
+    def __init__(self, pid: int, on_crash: Callable[[Crash], None],
+                 stack_window: int = live.DEFAULT_STACK_WINDOW,
+                 stop_timeout: float = live.DEFAULT_STOP_TIMEOUT):
+        self.pid = pid
+        self.on_crash = on_crash
+        self.stack_window = stack_window
+        self.stop_timeout = stop_timeout
+        self.tracees: set[int] = set()
+        self.status: int | None = None    # the wait status of the process, once known
+        self.released = False             # detached (after a crash, or when told to stop)
+        self.stopped_ms = 0.0             # how long the crash held the process
+
+    def seize_all(self) -> None:
+        """Trace every thread without stopping any: list, seize, list again
+        until no new thread appears (later ones are traced through TRACECLONE)."""
+        while True:
+            try:
+                fresh = [t for t in procfs.tids(self.pid) if t not in self.tracees]
+            except OSError:
+                raise NoSuchProcess(f"pid {self.pid} exited") from None
+            if not fresh:
+                return
+            for tid in fresh:
+                try:
+                    ptrace_func.ptrace(live.PTRACE_SEIZE, tid, 0, OPTIONS)
+                except PtraceError as e:
+                    if e.errno == errno.ESRCH:
+                        continue
+                    if e.errno == errno.EPERM:
+                        self.detach_all()
+                        raise NotPermitted(live.why_not_permitted(self.pid)) from None
+                    raise
+                self.tracees.add(tid)
+
+    def follow(self, on_signal: Callable[[signal.struct_siginfo], bool]) -> None:
+        """Pass stops on until the process is gone or released. Signals sent
+        to the collector go to `on_signal`; if it returns True every thread
+        is detached and following ends."""
+        while not self.released and self.tracees:
+            info = signal.sigtimedwait({signal.SIGCHLD, *COLLECTOR_SIGNALS}, 1.0)
+            if info is not None and info.si_signo != signal.SIGCHLD and on_signal(info):
+                self.detach_all()
+                return
+            self._drain()
+
+    def _drain(self) -> None:
+        while self.tracees and not self.released:
+            try:
+                tid, status = os.waitpid(-1, os.WNOHANG | live.WALL)
+            except ChildProcessError:
+                self.tracees.clear()
+                return
+            if tid == 0:
+                return
+            self._event(tid, status)
+
+    def _event(self, tid: int, status: int) -> None:
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            self.tracees.discard(tid)
+            if tid == self.pid:
+                self.status = status
+            return
+        self.tracees.add(tid)     # a new thread may stop before its creator reports it
+        sig, event = os.WSTOPSIG(status), status >> 16
+        if event == 0:
+            if sig in FATAL and default_action(self.pid, tid, sig):
+                self._crash(tid, sig)
+            else:
+                _resume(ptrace_func.PTRACE_CONT, tid, sig)
+        elif event == live.PTRACE_EVENT_STOP and sig in STOP_SIGNALS:
+            _resume(PTRACE_LISTEN, tid, 0)   # a group-stop: stay stopped, keep watching
+        else:
+            if event == EVENT_CLONE:
+                self.tracees.add(_event_msg(tid))
+            _resume(ptrace_func.PTRACE_CONT, tid, 0)
+
+    def _crash(self, tid: int, sig: int) -> None:
+        """Hold every thread, let on_crash take what it needs, release them all
+        with their signals (the crashing thread's fatal one included)."""
+        t0 = time.monotonic()
+        stopped_at = time.time()
+        infos = {t: ThreadInfo(t, procfs.comm(self.pid, t), procfs.state(self.pid, t))
+                 for t in sorted(self.tracees)}
+        held = live.Held(self.pid)
+        held.seized.add(tid)
+        held.stopped[tid] = sig
+        try:
+            info = siginfo(tid, sig)
+            deadline = t0 + self.stop_timeout
+            while True:   # threads created meanwhile are traced already (TRACECLONE)
+                try:
+                    listed = set(procfs.tids(self.pid))
+                except OSError:
+                    listed = set()
+                fresh = sorted((listed | self.tracees) - held.seized - set(held.failed))
+                if not fresh:
+                    break
+                for t in fresh:
+                    infos.setdefault(t, ThreadInfo(t, procfs.comm(self.pid, t), "R"))
+                held.interrupt(fresh, deadline)
+            regs = held.registers()
+            mappings = procfs.maps(self.pid)
+            regions = live.copy_stacks(self.pid, mappings, regs, self.stack_window)
+            capture = live.finish(self.pid, infos, held, regs, mappings, regions, stopped_at, 0.0)
+            self.on_crash(Crash(tid, sig, info, capture, t0))
+        finally:
+            self.tracees -= held.seized | set(held.failed)
+            held.release()
+            self.stopped_ms = (time.monotonic() - t0) * 1000
+            self.released = True
+            self.detach_all()
+
+    def detach_all(self) -> None:
+        """Stop and detach every thread still traced, handing back any signal
+        it was about to receive; a group-stopped process stays stopped."""
+        left = sorted(self.tracees)
+        if not left:
+            return
+        held = live.Held(self.pid)
+        held.interrupt(left, time.monotonic() + self.stop_timeout)
+        held.release()
+        self.tracees.clear()
+        self.released = True
+
+
+@contextlib.contextmanager
+def signals_blocked():
+    """SIGCHLD and the signals meant for the collector wait for follow()'s
+    sigtimedwait instead of interrupting it; yields the mask to restore
+    (a child restores it before exec)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, *COLLECTOR_SIGNALS})
+    try:
+        yield old
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def default_action(pid: int, tid: int, sig: int) -> bool:
+    """The signal is neither caught nor ignored: delivering it runs the
+    default action, which for FATAL signals ends the process."""
+    bit = 1 << (sig - 1)
+    masks = {}
+    try:
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("SigCgt", "SigIgn"):
+                    masks[key] = int(value, 16)
+    except (OSError, ValueError):
+        return True
+    return not (masks.get("SigCgt", 0) | masks.get("SigIgn", 0)) & bit
+
+
+def siginfo(tid: int, sig: int) -> dict | None:
+    """signo, code and addr of the signal a thread is stopped to receive."""
+    try:
+        info = ptrace_func.ptrace_getsiginfo(tid)
+    except PtraceError:
+        return None
+    return {"signo": info.si_signo or sig, "code": info.si_code,
+            "addr": info._sigfault._addr or 0}
+
+
+def _event_msg(tid: int) -> int:
+    try:
+        return ptrace_func.ptrace_geteventmsg(tid)
+    except PtraceError:
+        return tid
+
+
+def _resume(request: int, tid: int, sig: int) -> None:
+    try:
+        ptrace_func.ptrace(request, tid, 0, sig)
+    except PtraceError as e:
+        if e.errno != errno.ESRCH:   # gone meanwhile: its exit is reported by wait
+            raise
