@@ -1,0 +1,168 @@
+"""The one way out for every report (`attach`, `run`, `watch`, `core`):
+redaction, storm control, then each sink; a sink that fails gets the report
+later from the spool, in order, once. `collector flush` empties the spool."""
+from __future__ import annotations
+
+import os
+import time
+
+from . import fingerprint, redact, sinks
+from .errors import ConfigError, FlushIncomplete, NotDelivered
+from .logging import log
+from .spool import Spool
+from .storm import Limiter
+
+
+class Delivery:
+    def __init__(self, config, only: list[str] = (), fmt: str | None = None):
+        specs = config.sinks
+        if only:
+            known = {s["name"]: s for s in specs} | {"stdout": {"type": "stdout", "name": "stdout",
+                                                                 "format": "json"}}
+            unknown = [n for n in only if n not in known]
+            if unknown:
+                raise ConfigError(f"no sink named {', '.join(unknown)} (configured: "
+                                  f"{', '.join(known)})")
+            specs = [known[n] for n in dict.fromkeys(only)]
+        if fmt:  # --format on the command line is for the stdout sink
+            specs = [{**s, "format": fmt} if s["type"] == "stdout" else s for s in specs]
+        self.sinks = [sinks.make(s) for s in specs]
+        self.policy = redact.Policy.from_config(config["redact"])
+        self.storm = config["storm"]
+        self.limiter = Limiter(config["collector"]["state_dir"], self.storm)
+        self.spool = Spool(config["spool"])
+
+    def admit(self, report: dict) -> bool:
+        # a core file someone asked about (`collector core FILE`) is never a storm
+        if report.get("source") not in self.storm["sources"] or "path" in report.get("core", {}):
+            return True
+        try:
+            admitted, suppressed = self.limiter.admit(report.get("fingerprint") or "", time.time())
+        except OSError as e:  # no state directory: deliver rather than lose
+            log.warning("storm control unavailable", state_dir=self.limiter.dir, error=str(e))
+            return True
+        if suppressed:
+            report["suppressed"] = suppressed
+        if not admitted:
+            log.info("report suppressed", fingerprint=report.get("fingerprint"),
+                     report_id=report.get("report_id"))
+        return admitted
+
+    def deliver(self, report: dict) -> None:
+        report = redact.apply(report, self.policy)
+        # here, not when the report is built: symbolization may have named frames since
+        report["fingerprint"] = fingerprint.compute(report)
+        if not self.admit(report):
+            return
+        later = [s for s in self.sinks if s.spool]
+        owed = {s.name for s in later}  # shrinks as sinks take the report
+        lost = []
+        if later:
+            try:
+                with self.spool.locked():
+                    dropped = self.spool.take_dropped()
+                    if dropped:
+                        report["spool_dropped"] = dropped
+                    self.send_now(report, later, owed)
+                    if owed:
+                        self.spool.add(report, sorted(owed))
+                        log.warning("report spooled", report_id=report.get("report_id"),
+                                    sinks=sorted(owed))
+            except OSError as e:  # no spool: one more direct try for the sinks still owed
+                log.error("spool unavailable", dir=self.spool.dir, error=str(e))
+                lost = [s.name for s in later if s.name in owed and not self.send(s, [report])]
+        for sink in self.sinks:
+            if not sink.spool:
+                sink.send([report])
+        if lost:
+            raise NotDelivered(f"report {report.get('report_id')} reached no sink of "
+                               f"{', '.join(lost)} and could not be spooled in {self.spool.dir}")
+
+    def send(self, sink, reports: list[dict]) -> bool:
+        try:
+            sink.send(reports)
+            return True
+        except Exception as e:  # any failure, even a bug in a sink, must not lose the report
+            log.warning("sink failed", sink=sink.name, reports=len(reports),
+                        error=f"{type(e).__name__}: {e}")
+            return False
+
+    def send_now(self, report: dict, later: list, owed: set[str]) -> None:
+        """Send the spool's backlog, then the report to each sink that has no
+        backlog left and is not resting; those that take it leave `owed`."""
+        now = time.time()
+        backlog = self.drain(later, force=False)
+        for sink in later:
+            if sink.name in backlog or self.spool.resting(sink.name, now):
+                continue
+            if self.send(sink, [report]):
+                owed.discard(sink.name)
+                self.spool.mark(sink.name, None)
+            else:
+                self.spool.mark(sink.name, now)
+
+    def drain(self, later: list, force: bool) -> dict[str, int]:
+        """Send each sink what the spool owes it, oldest first, in batches;
+        a sink stops at its first failure. -> sink name: reports still owed."""
+        now = time.time()
+        entries = self.spool.owed()
+        backlog = {}
+        for sink in later:
+            owed = [n for n, pending in entries.items() if sink.name in pending]
+            if owed and not force and self.spool.resting(sink.name, now):
+                backlog[sink.name] = len(owed)
+                continue
+            while owed:
+                batch = self.batch(sink, owed)
+                if not self.send(sink, [self.spool.report(n) for n in batch]):
+                    self.spool.mark(sink.name, time.time())
+                    backlog[sink.name] = len(owed)
+                    break
+                self.spool.mark(sink.name, None)
+                for n in batch:
+                    self.spool.settle(n, sink.name)
+                    entries[n].remove(sink.name)
+                del owed[:len(batch)]
+        return backlog
+
+    def batch(self, sink, owed: list[str]) -> list[str]:
+        size, out = 0, []
+        for n in owed[:sink.batch]:
+            size += self.spool.size(n)
+            if out and sink.batch_bytes and size > sink.batch_bytes:
+                break
+            out.append(n)
+        return out
+
+    def flush(self) -> str:
+        later = [s for s in self.sinks if s.spool]
+        if not os.path.isdir(self.spool.dir):
+            return f"the spool {self.spool.dir} is empty"
+        try:
+            with self.spool.locked():
+                before = len(self.spool.entries())
+                backlog = self.drain(later, force=True)
+                left = self.spool.owed()
+        except OSError as e:
+            raise FlushIncomplete(f"cannot use the spool {self.spool.dir}: {e.strerror or e}") \
+                from None
+        summary = f"{before - len(left)} of {before} spooled reports delivered"
+        if backlog:
+            raise FlushIncomplete(f"{summary}; still owed: " + ", ".join(
+                f"{n} {c}" for n, c in backlog.items()) + " (they stay in the spool)")
+        others = sorted({p for pending in left.values() for p in pending})
+        if others:
+            summary += f"; {len(left)} kept for sinks not configured: {', '.join(others)}"
+        return summary
+
+
+def register(sub) -> None:
+    from .cli import command_parser
+    f = command_parser(sub, "flush", help="deliver the reports kept in the spool",
+                       description="Send every spooled report to the sinks still owed it, "
+                       "oldest first, each once.")
+    f.set_defaults(run=flush_command)
+
+
+def flush_command(args) -> None:
+    print(args.delivery.flush())

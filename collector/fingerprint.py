@@ -1,0 +1,55 @@
+"""A stable id for grouping reports of the same bug (algorithm in README.md,
+"Fingerprint"): nothing that changes from run to run (addresses, ASLR, pids,
+tids) and nothing that every crash shares (the crash machinery) goes in."""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+
+VERSION = "fp1"
+FRAMES = 6
+SURE = ("context", "cfi")
+# Frames that say how the process died, not where: signal delivery, abort
+# and assertion paths of glibc.
+MACHINERY = frozenset({
+    "raise", "gsignal", "abort", "__GI_raise", "__GI_abort", "__pthread_kill",
+    "__pthread_kill_implementation", "__pthread_kill_internal", "pthread_kill",
+    "__restore_rt", "__kernel_rt_sigreturn", "__assert_fail", "__assert_fail_base",
+    "__assert_perror_fail", "__libc_message", "__libc_fatal", "__fortify_fail",
+    "__chk_fail", "__stack_chk_fail", "malloc_printerr", "killpg", "kill", "tgkill",
+})
+
+
+def crashed_thread(threads: list[dict]) -> dict | None:
+    """The thread marked `crashed`, else the first (the main thread)."""
+    return next((t for t in threads if t.get("crashed")), threads[0] if threads else None)
+
+
+def frame_key(frame: dict) -> str:
+    module = os.path.basename(frame["module"]) if frame.get("module") else "?"
+    if frame.get("function"):
+        return f"{module}!{frame['function'].split('@')[0]}"
+    if frame.get("build_id") and frame.get("rel_pc") is not None:
+        return f"{frame['build_id']}+{frame['rel_pc']:#x}"
+    if frame.get("rel_pc") is not None:
+        return f"{module}+{frame['rel_pc']:#x}"
+    return f"{module}!?"
+
+
+def meaningful(thread: dict | None):
+    """The thread's sure frames that are not crash machinery, top first."""
+    for f in (thread or {}).get("frames", []):
+        if f.get("method") in SURE and not f.get("signal_frame") and \
+                (f.get("function") or "").split("@")[0] not in MACHINERY:
+            yield f
+
+
+def frames(thread: dict | None) -> list[str]:
+    return [frame_key(f) for f in itertools.islice(meaningful(thread), FRAMES)]
+
+
+def compute(report: dict) -> str:
+    exe = (report.get("process") or {}).get("exe") or "?"
+    keys = frames(crashed_thread(report.get("threads") or [])) or [f"exe:{os.path.basename(exe)}"]
+    return hashlib.sha256("\n".join([VERSION, *keys]).encode()).hexdigest()[:32]

@@ -1,0 +1,131 @@
+"""Reports that a sink could not take yet, kept on disk in order until it
+can. One file per report, written to a temporary name and renamed (0600, in
+a 0700 directory); its first line lists the sinks still owed the report,
+the second line is the report. Capped in count and bytes: the oldest go
+first and are counted, so the next report can say so."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+
+from .sinks import line
+
+DROPPED = "dropped"    # how many were dropped since the last report said so
+RESTING = "sinks.json"  # sink name -> when it last failed
+
+
+class Spool:
+    def __init__(self, settings: dict):
+        self.dir = settings["dir"]
+        self.max_reports, self.max_bytes = settings["max_reports"], settings["max_bytes"]
+        self.retry_after = settings["retry_after"]
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Every spool operation runs under this lock (OSError if the
+        directory cannot be made or opened)."""
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(self.dir, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield self
+        finally:
+            os.close(fd)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
+    def write(self, name: str, data: bytes) -> None:
+        tmp = self.path(f".tmp-{os.getpid()}-{name}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path(name))
+
+    def entries(self) -> list[str]:
+        """Spooled reports, oldest first."""
+        return sorted(n for n in os.listdir(self.dir) if n.endswith(".json") and n[0].isdigit())
+
+    def size(self, name: str) -> int:
+        return os.path.getsize(self.path(name))
+
+    def owed(self) -> dict[str, list[str]]:
+        """Spooled report -> sinks still owed it, oldest first. An unreadable
+        entry is set aside (renamed .corrupt-*), not retried forever."""
+        out = {}
+        for name in self.entries():
+            try:
+                out[name] = self.pending(name)
+            except (OSError, ValueError):
+                os.replace(self.path(name), self.path(f".corrupt-{name}"))
+        return out
+
+    def pending(self, name: str) -> list[str]:
+        with open(self.path(name), "rb") as f:
+            return json.loads(f.readline())
+
+    def report(self, name: str) -> dict:
+        with open(self.path(name), "rb") as f:
+            f.readline()
+            return json.loads(f.readline())
+
+    def add(self, report: dict, pending: list[str]) -> None:
+        name = f"{time.time_ns():020d}-{report.get('report_id', 'unknown')}.json"
+        self.write(name, json.dumps(pending).encode() + b"\n" + line(report))
+        self.enforce_cap()
+
+    def settle(self, name: str, sink: str) -> None:
+        """`sink` got the report: owe it no more (and drop the file when no
+        sink is owed it)."""
+        pending = [p for p in self.pending(name) if p != sink]
+        if not pending:
+            os.unlink(self.path(name))
+            return
+        with open(self.path(name), "rb") as f:
+            f.readline()
+            rest = f.read()
+        self.write(name, json.dumps(pending).encode() + b"\n" + rest)
+
+    def enforce_cap(self) -> None:
+        names = self.entries()
+        sizes = [self.size(n) for n in names]
+        total, dropped = sum(sizes), 0
+        while names and (len(names) > self.max_reports or total > self.max_bytes):
+            os.unlink(self.path(names.pop(0)))
+            total -= sizes.pop(0)
+            dropped += 1
+        if dropped:
+            self.write(DROPPED, str(self.read_json(DROPPED, 0) + dropped).encode())
+
+    def read_json(self, name: str, default):
+        try:
+            with open(self.path(name), "rb") as f:
+                return json.loads(f.read())
+        except (OSError, ValueError):
+            return default
+
+    def take_dropped(self) -> int:
+        n = self.read_json(DROPPED, 0)
+        if n:
+            os.unlink(self.path(DROPPED))
+        return n
+
+    def resting(self, sink: str, now: float) -> bool:
+        """A sink that failed less than retry_after seconds ago is not tried
+        again yet (a storm must not wait on a dead pipeline once per crash)."""
+        failed = self.read_json(RESTING, {}).get(sink)
+        return failed is not None and 0 <= now - failed < self.retry_after
+
+    def mark(self, sink: str, failed_at: float | None) -> None:
+        state = self.read_json(RESTING, {})
+        if state.get(sink) != failed_at:
+            state[sink] = failed_at
+            self.write(RESTING, json.dumps({k: v for k, v in state.items() if v}).encode())

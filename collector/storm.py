@@ -1,0 +1,86 @@
+"""Crash-storm control: token buckets per fingerprint and for all reports,
+persisted in the state directory so that every collector process (one per
+crash under core_pattern) shares them. A suppressed report is counted; the
+next report of its fingerprint that gets through says how many."""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import json
+import os
+
+STATE = "storm.json"
+
+
+def iso(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc) \
+        .isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def refill(bucket: dict, burst: int, per_minute: float, now: float) -> None:
+    elapsed = max(0.0, now - bucket.get("t", now))  # a clock stepped back refills nothing
+    bucket["tokens"] = min(burst, bucket.get("tokens", burst) + elapsed * per_minute / 60)
+    bucket["t"] = now
+
+
+class Limiter:
+    def __init__(self, state_dir: str, settings: dict):
+        self.dir, self.s = state_dir, settings
+
+    @contextlib.contextmanager
+    def state(self):
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(self.dir, "storm.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                     0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            path = os.path.join(self.dir, STATE)
+            try:
+                with open(path) as f:
+                    state = json.load(f)
+            except (OSError, ValueError):
+                state = {}
+            state.setdefault("global", {})
+            state.setdefault("fingerprints", {})
+            yield state
+            tmp = f"{path}.{os.getpid()}"
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+                json.dump(state, f, separators=(",", ":"))
+            os.replace(tmp, path)
+        finally:
+            os.close(fd)
+
+    def admit(self, fingerprint: str, now: float) -> tuple[bool, dict | None]:
+        """(True, what was suppressed before it or None) or (False, None)."""
+        s = self.s
+        with self.state() as state:
+            fps = state["fingerprints"]
+            bucket = fps.setdefault(fingerprint, {})
+            refill(bucket, s["burst"], s["per_minute"], now)
+            refill(state["global"], s["global_burst"], s["global_per_minute"], now)
+            if bucket["tokens"] < 1 or state["global"]["tokens"] < 1:
+                bucket["suppressed"] = bucket.get("suppressed", 0) + 1
+                bucket.setdefault("first", iso(now))
+                bucket["last"] = iso(now)
+                admitted, suppressed = False, None
+            else:
+                bucket["tokens"] -= 1
+                state["global"]["tokens"] -= 1
+                admitted = True
+                suppressed = {k: bucket.pop(k) for k in ("suppressed", "first", "last")
+                              if k in bucket} or None
+                if suppressed:
+                    suppressed["count"] = suppressed.pop("suppressed")
+            self.evict(fps, fingerprint)
+        return admitted, suppressed
+
+    def evict(self, fps: dict, keep: str) -> None:
+        """Bound the state: forget the longest-idle fingerprints, those with
+        no suppressed count to hand on first."""
+        excess = len(fps) - self.s["max_fingerprints"]
+        if excess > 0:
+            order = sorted((k for k in fps if k != keep),
+                           key=lambda k: ("suppressed" in fps[k], fps[k]["t"]))
+            for k in order[:excess]:
+                del fps[k]
