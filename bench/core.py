@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""The core handler on a big core: peak memory and drain rate.
+
+    .venv/bin/python bench/core.py [--mib 2048] [--runs 3]    (root: sets core_pattern)
+
+A program touches --mib MiB of heap and crashes (tests/fixtures/core_crash.c
+"big"). Rows, medians over --runs:
+
+1. kernel -> `dd of=/dev/null bs=1M`: how fast the kernel itself can dump this
+   process into a pipe (time from the crash to the process's death).
+2. kernel -> `collector core --from-kernel` (pipe mode): the handler's peak
+   RSS (getrusage of a wrapper's child: the whole Python process) and its
+   drain rate (core bytes / the report's read_ms, the time from the
+   handler's start to the core's last byte).
+3. the same core stored, then spliced into a pipe to `collector core
+   --from-kernel`: the handler's own drain rate, without the kernel's page
+   copying as the limit.
+4. `collector core FILE` on the stored core (offline): wall time and RSS.
+
+Targets from issue 5: peak RSS <= 64 MiB and drain >= 1 GiB/s for 2 GiB.
+core_pattern and core_pipe_limit are restored on every exit path.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PATTERN = Path("/proc/sys/kernel/core_pattern")
+PIPE_LIMIT = Path("/proc/sys/kernel/core_pipe_limit")
+LOCK = Path(tempfile.gettempdir()) / "collector-core-pattern.lock"  # as tests/e2e/corepattern.py
+KERNEL_ARGS = "P=%P I=%I s=%s t=%t u=%u g=%g h=%h F=%F e=%e"
+MIB = 1 << 20
+# Writes a file into its stdout pipe without copying it (splice), so that the
+# handler's own read loop is what limits the rate.
+FEEDER = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.fcntl(1, fcntl.F_SETPIPE_SZ, 1 << 20)
+while os.splice(fd, 1, 1 << 30):
+    pass
+"""
+
+
+@contextlib.contextmanager
+def core_pattern(pattern: str):
+    import fcntl
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old, old_limit = PATTERN.read_text(), PIPE_LIMIT.read_text()
+        try:
+            PATTERN.write_text(pattern)
+            PIPE_LIMIT.write_text("0")
+            yield
+        finally:
+            PATTERN.write_text(old)
+            PIPE_LIMIT.write_text(old_limit)
+
+
+def crash(exe: Path, mib: int) -> tuple[int, float]:
+    """(pid, seconds from the crash -- the "ready" line -- to the process's
+    death, which is when the kernel has written the whole core)."""
+    def unlimited():
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY,) * 2)
+    proc = subprocess.Popen([str(exe), "big", str(mib)], stdout=subprocess.PIPE,
+                            preexec_fn=unlimited)
+    line = proc.stdout.readline()
+    t0 = time.monotonic()
+    proc.wait(timeout=600)
+    assert line == b"ready\n" and proc.returncode < 0, (line, proc.returncode)
+    return proc.pid, time.monotonic() - t0
+
+
+def wrapper(d: Path) -> Path:
+    """A handler that runs the collector as its child and records the
+    child's peak RSS (KiB) in d/PID.rss, the report in d/PID.json (any crash
+    on the machine comes to the handler while the bench owns core_pattern)."""
+    w = d / "w"
+    w.write_text(f"""#!{sys.executable}
+import resource, subprocess, sys
+pid = next((a[2:] for a in sys.argv if a.startswith("P=")), "0")
+args = [{sys.executable!r}, "-m", "collector", "core", "--symbolize-budget", "0"]
+args += ["--output", f"{d}/{{pid}}.json"] + sys.argv[1:]
+subprocess.call(args, close_fds=False, env={{"PYTHONPATH": {str(REPO)!r}}})
+rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+open(f"{d}/{{pid}}.rss", "w").write(str(rss))
+""")
+    w.chmod(0o755)
+    return w
+
+
+def handler_result(d: Path, pid: int) -> dict:
+    out, rss = d / f"{pid}.json", d / f"{pid}.rss"
+    for _ in range(1200):
+        if rss.exists() and out.exists():
+            break
+        time.sleep(0.05)
+    report = json.loads(out.read_text())
+    kib = int(rss.read_text())
+    out.unlink()
+    rss.unlink()
+    c = report["core"]
+    frames = len(next(t for t in report["threads"] if t.get("crashed"))["frames"])
+    assert c["bytes"] == c["expected_bytes"], c
+    return {"rss_mib": kib / 1024, "gib_s": c["bytes"] / (1 << 30) / (c["read_ms"] / 1000),
+            "bytes": c["bytes"], "kept": c["kept_bytes"], "frames": frames,
+            "errors": report["errors"]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--mib", type=int, default=2048)
+    ap.add_argument("--runs", type=int, default=3)
+    opts = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench/core.py: needs root (it sets kernel.core_pattern)", file=sys.stderr)
+        return 2
+    d = Path(tempfile.mkdtemp(prefix="cb-", dir="/tmp"))
+    try:
+        exe = d / "core_crash"
+        subprocess.run(["gcc", "-O2", "-pthread", "-I", str(REPO / "tests/fixtures"),
+                        str(REPO / "tests/fixtures/core_crash.c"), "-o", str(exe)], check=True)
+        w = wrapper(d)
+        rows: dict[str, list] = {"dd": [], "pipe": [], "stored": [], "offline": []}
+        for _ in range(opts.runs):
+            with core_pattern("|/bin/dd of=/dev/null bs=1M"):
+                rows["dd"].append(crash(exe, opts.mib)[1])
+            with core_pattern(f"|{w} --from-kernel {KERNEL_ARGS}"):
+                pid, dump_s = crash(exe, opts.mib)
+                rows["pipe"].append(dict(handler_result(d, pid), dump_s=dump_s))
+        with core_pattern(f"{d}/core"):
+            crash(exe, opts.mib)
+        core = d / "core"
+        size = core.stat().st_size
+        for _ in range(opts.runs):
+            feeder = subprocess.Popen([sys.executable, "-c", FEEDER, str(core)],
+                                      stdout=subprocess.PIPE)
+            subprocess.run([str(w), "--from-kernel", "P=1", "s=11"], stdin=feeder.stdout,
+                           check=True)
+            feeder.wait()
+            rows["stored"].append(handler_result(d, 1))
+            t0 = time.monotonic()
+            r = subprocess.run([sys.executable, "-c", "import resource, subprocess, sys;"
+                                "subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL,"
+                                " check=True);"
+                                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)",
+                                sys.executable, "-m", "collector", "core", "--symbolize-budget",
+                                "0", str(core)], capture_output=True, text=True, check=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO),
+                                    "COLLECTOR_STATE_DIR": str(d / "state")})  # no storm control
+            rows["offline"].append({"wall_s": time.monotonic() - t0,
+                                    "rss_mib": int(r.stdout) / 1024})
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+    med = lambda rs, k: statistics.median(r[k] for r in rs)
+    print(f"core of a {opts.mib} MiB process ({size / (1 << 30):.2f} GiB), "
+          f"median of {opts.runs} runs")
+    print(f"  kernel -> dd of=/dev/null     dump {statistics.median(rows['dd']):.2f} s "
+          f"({size / (1 << 30) / statistics.median(rows['dd']):.2f} GiB/s)")
+    p = rows["pipe"]
+    print(f"  kernel -> collector (pipe)    drain {med(p, 'gib_s'):.2f} GiB/s, peak RSS "
+          f"{med(p, 'rss_mib'):.1f} MiB, kept {med(p, 'kept') / MIB:.2f} MiB, dump "
+          f"{med(p, 'dump_s'):.2f} s, crashed thread {med(p, 'frames'):.0f} frames")
+    s = rows["stored"]
+    print(f"  stored core -> collector      drain {med(s, 'gib_s'):.2f} GiB/s, peak RSS "
+          f"{med(s, 'rss_mib'):.1f} MiB")
+    o = rows["offline"]
+    print(f"  collector core FILE           wall {med(o, 'wall_s'):.2f} s, peak RSS "
+          f"{med(o, 'rss_mib'):.1f} MiB")
+    errors = {e for r in p for e in r["errors"]}
+    if errors:
+        print("  report errors:", *sorted(errors), sep="\n    ")
+    rss_ok = max(r["rss_mib"] for r in p + s) <= 64
+    print(f"  peak RSS <= 64 MiB: {'met' if rss_ok else 'NOT met'}; drain >= 1 GiB/s: "
+          f"{'met' if med(s, 'gib_s') >= 1 else 'NOT met'} by the handler, "
+          f"{'met' if med(p, 'gib_s') >= 1 else 'NOT met'} end to end (bounded by the kernel's "
+          "own dump rate, row 1)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,161 @@
+"""`collector install-handler` / `uninstall-handler`: make the collector the
+kernel's core handler, and later put back exactly what was there before.
+
+The previous core_pattern and core_pipe_limit are saved in the state
+directory before anything changes; uninstall restores them only if
+core_pattern is still ours (someone else's later change is left alone).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import sys
+
+from .core import KERNEL_ARGS
+from .errors import HandlerError
+
+CORE_PATTERN = "/proc/sys/kernel/core_pattern"
+CORE_PIPE_LIMIT = "/proc/sys/kernel/core_pipe_limit"
+STATE_DIR = "/var/lib/collector"
+SOCKET = "/run/collector/core.sock"
+# Pipe handlers running at once; the kernel skips cores beyond that (a crash
+# storm), and waits for each handler so /proc/PID stays valid while it runs.
+PIPE_LIMIT = 16
+MAX_PATTERN = 127
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read().removesuffix("\n")
+
+
+def _write(path: str, value: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except PermissionError:
+        raise HandlerError(f"not permitted to write {path}: run as root "
+                           "(in the initial user namespace)") from None
+    except OSError as e:
+        raise HandlerError(f"the kernel refused {value!r} for {path}: {e.strerror}") from None
+
+
+def _state_path(state_dir: str) -> str:
+    return os.path.join(state_dir, "core_pattern.saved")
+
+
+def _load(state_dir: str) -> dict | None:
+    try:
+        with open(_state_path(state_dir)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise HandlerError(f"cannot read {_state_path(state_dir)}: {e}") from None
+
+
+def _save(state_dir: str, state: dict) -> None:
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    tmp = _state_path(state_dir) + ".tmp"
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        json.dump(state, f)
+    os.rename(tmp, _state_path(state_dir))
+
+
+def default_command() -> str | None:
+    beside = os.path.join(os.path.dirname(sys.executable), "collector")
+    return beside if os.access(beside, os.X_OK) else shutil.which("collector")
+
+
+def pattern(args) -> str:
+    if args.mode == "socket":
+        try:
+            if not stat.S_ISSOCK(os.stat(args.socket).st_mode):
+                raise FileNotFoundError
+        except OSError:
+            raise HandlerError(f"nothing listens on {args.socket}: start collector-core.socket "
+                               "(or `collector serve --socket PATH`) first") from None
+        return f"@{args.socket}"
+    command = args.command or default_command()
+    if not command or not os.path.isabs(command) or not os.access(command, os.X_OK):
+        raise HandlerError(f"no collector program at {command!r}: give --command /abs/path "
+                           "of an executable")
+    extra = f" --report-dir {args.report_dir}" if args.report_dir else ""
+    return f"|{command} core --from-kernel{extra} {KERNEL_ARGS}"
+
+
+def install(args) -> None:
+    if not os.access(CORE_PATTERN, os.W_OK):
+        raise HandlerError(f"not permitted to change {CORE_PATTERN}: run as root "
+                           "(in the initial user namespace)")
+    new = pattern(args)
+    if len(new) > MAX_PATTERN:
+        raise HandlerError(f"core_pattern would be {len(new)} bytes, the kernel takes "
+                           f"{MAX_PATTERN}: use a shorter --command path")
+    current = _read(CORE_PATTERN)
+    previous = _load(args.state_dir)
+    if previous is not None and current == previous["installed"]:  # installed again
+        saved = {k: previous[k] for k in ("core_pattern", "core_pipe_limit")}
+    else:
+        saved = {"core_pattern": current, "core_pipe_limit": _read(CORE_PIPE_LIMIT)}
+    _save(args.state_dir, dict(saved, installed=new))
+    try:
+        _write(CORE_PATTERN, new)
+        if args.mode == "pipe" and int(saved["core_pipe_limit"]) == 0:
+            _write(CORE_PIPE_LIMIT, str(PIPE_LIMIT))
+    except HandlerError:  # leave everything as this command found it
+        _write(CORE_PATTERN, current)
+        if previous is None:
+            os.unlink(_state_path(args.state_dir))
+        else:
+            _save(args.state_dir, previous)
+        raise
+    print(f"core_pattern = {new} (was {saved['core_pattern']!r}; "
+          "`collector uninstall-handler` restores it)")
+    delivery = getattr(args, "delivery", None)
+    if args.mode == "pipe" and not args.report_dir and delivery \
+            and not any(sink.spool for sink in delivery.sinks):
+        print("collector: warning: only the stdout sink is configured, and a core handler has "
+              "no stdout: configure a sink or give --report-dir", file=sys.stderr)
+
+
+def uninstall(args) -> None:
+    saved = _load(args.state_dir)
+    if saved is None:
+        raise HandlerError(f"no saved core_pattern in {args.state_dir}: the collector was "
+                           "not installed as the core handler from there")
+    current = _read(CORE_PATTERN)
+    if current != saved["installed"]:
+        raise HandlerError(f"core_pattern was changed since install (now {current!r}): left "
+                           f"as it is; delete {_state_path(args.state_dir)} to forget "
+                           f"the saved {saved['core_pattern']!r}")
+    _write(CORE_PIPE_LIMIT, saved["core_pipe_limit"])
+    _write(CORE_PATTERN, saved["core_pattern"])
+    os.unlink(_state_path(args.state_dir))
+    print(f"core_pattern = {saved['core_pattern']} (restored)")
+
+
+def register(sub) -> None:
+    from .cli import command_parser
+    i = command_parser(sub, "install-handler", help="make the collector the kernel's core handler",
+                       description="Set kernel.core_pattern to run the collector on every "
+                       "crash (pipe mode), or to send cores to `collector serve` (socket "
+                       "mode, Linux 6.16+). The previous settings are saved and "
+                       "`uninstall-handler` restores them.")
+    i.add_argument("--mode", choices=("pipe", "socket"), default="pipe")
+    i.add_argument("--command", metavar="PATH",
+                   help="the collector program the kernel starts (pipe mode; default: this one)")
+    i.add_argument("--report-dir", metavar="DIR",
+                   help="pipe mode: write reports as files in DIR (default: the configured sinks)")
+    i.add_argument("--socket", default=SOCKET, metavar="PATH",
+                   help=f"the socket `collector serve` listens on (default {SOCKET})")
+    i.add_argument("--state-dir", default=STATE_DIR, metavar="DIR",
+                   help=f"where the previous settings are kept (default {STATE_DIR})")
+    i.set_defaults(run=install)
+    u = command_parser(sub, "uninstall-handler", help="restore the previous core handler",
+                       description="Put back the core_pattern and core_pipe_limit that "
+                       "install-handler replaced, if core_pattern is still the collector's.")
+    u.add_argument("--state-dir", default=STATE_DIR, metavar="DIR")
+    u.set_defaults(run=uninstall)

@@ -1,0 +1,163 @@
+"""`collector serve --socket PATH`: the handler for core_pattern '@PATH'
+(Linux 6.16+). The kernel connects to this AF_UNIX stream socket as the
+crashing task and writes its core; each connection is handled as in pipe
+mode, in a child process, at most --jobs at a time. Connections beyond that
+wait in the listen backlog (and beyond the backlog the kernel drops the
+core): a crash storm costs at most --jobs handlers' memory.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+
+from .core import add_stream_options, finish, handle_kernel_core
+from .errors import HandlerError
+from .targets import procfs
+
+SO_PEERPIDFD = 77           # Linux 6.5+, not in Python's socket module
+LISTEN_FDS_START = 3        # sd_listen_fds(3)
+BACKLOG = 64
+
+
+class Stop(Exception):
+    pass
+
+
+def log(message: str) -> None:
+    print(f"collector serve: {message}", file=sys.stderr, flush=True)
+
+
+def listening_socket(path: str | None) -> socket.socket:
+    """The socket systemd passed (socket activation), else one bound at `path`."""
+    if os.environ.get("LISTEN_PID") == str(os.getpid()) and os.environ.get("LISTEN_FDS") == "1":
+        sock = socket.socket(fileno=LISTEN_FDS_START)
+        os.set_inheritable(sock.fileno(), False)
+        return sock
+    if path is None:
+        raise HandlerError("give --socket PATH (or start from a systemd socket unit)")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        _remove_stale(path)
+        old = os.umask(0o177)  # only root may connect; the kernel connects regardless
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        sock.listen(BACKLOG)
+    except OSError as e:
+        sock.close()
+        raise HandlerError(f"cannot listen on {path}: {e.strerror or e}") from None
+    return sock
+
+
+def _remove_stale(path: str) -> None:
+    """A socket file nobody listens on is left over from a previous run."""
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)
+        return
+    finally:
+        probe.close()
+    raise HandlerError(f"{path} is in use by another server")
+
+
+def peer(conn: socket.socket) -> tuple[int, int, int, int | None]:
+    """(pid, uid, gid, pidfd or None) of the crashing task."""
+    pid, uid, gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    try:
+        pidfd = conn.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD)
+    except OSError:
+        pidfd = None
+    return pid, uid, gid, pidfd
+
+
+def handle(conn: socket.socket, args) -> None:
+    pid, uid, gid, pidfd = peer(conn)
+    if procfs.status_field(pid, "CoreDumping") != "1":
+        log(f"refused a connection from pid {pid}: not a process dumping core")
+        return
+    kernel = {"P": pid, "u": uid, "g": gid, "t": int(time.time())}
+    where = finish(handle_kernel_core(conn.fileno(), kernel, [], args, pidfd), args)
+    log(f"pid {pid}: report sent to {where}")
+
+
+def serve(args) -> None:
+    sock = listening_socket(args.socket)
+    busy: set[int] = set()
+
+    def stop(signum, frame):
+        raise Stop()
+
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, stop)
+    log(f"listening (at most {args.jobs} cores at a time)")
+    try:
+        while True:
+            _reap(busy, block=len(busy) >= args.jobs)
+            if len(busy) >= args.jobs:
+                continue
+            conn, _ = sock.accept()
+            child = os.fork()
+            if child == 0:
+                _child(sock, conn, args)
+            conn.close()
+            busy.add(child)
+            log(f"handling a core ({len(busy)} busy)")
+    except Stop:
+        log(f"stopping: waiting for {len(busy)} handlers")
+    finally:
+        sock.close()
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, signal.SIG_IGN)
+        while busy:
+            _reap(busy, block=True)
+
+
+def _child(sock: socket.socket, conn: socket.socket, args) -> None:
+    """Handle one connection and exit, never returning into the server loop."""
+    code = 0
+    try:
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, signal.SIG_DFL)
+        sock.close()
+        handle(conn, args)
+    except BaseException as e:  # the child must not run the parent's loop
+        log(f"internal error: {type(e).__name__}: {e}")
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _reap(busy: set[int], block: bool) -> None:
+    while busy:
+        try:
+            pid, _ = os.waitpid(-1, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            busy.clear()
+            return
+        if pid == 0:
+            return
+        busy.discard(pid)
+        block = False
+
+
+def register(sub) -> None:
+    from .cli import add_unwind_options, command_parser, positive
+    s = command_parser(sub, "serve", help="serve core_pattern '@SOCKET' (socket mode)",
+                       description="Accept the cores the kernel sends to an AF_UNIX socket "
+                       "(core_pattern '@PATH', Linux 6.16+), one report each; also runs "
+                       "under a systemd socket unit (socket activation).")
+    s.add_argument("--socket", metavar="PATH", help="where to listen (not needed under systemd)")
+    s.add_argument("--jobs", type=positive, default=2, metavar="N",
+                   help="cores handled at the same time at most (default 2)")
+    add_unwind_options(s)
+    add_stream_options(s)
+    s.set_defaults(run=serve)

@@ -1,0 +1,165 @@
+"""The crashed process while the kernel holds it for its core dump.
+
+/proc/PID is opened once as a directory fd and only used after checking
+that it is the process being dumped (its status says CoreDumping, and the
+pidfd, when the kernel gave one, still names that pid): a PID reused after
+the crash can then never be mistaken for it, since every later read goes
+through the fd and fails rather than reading another process.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+MAX_FILES = 512           # distinct mapped files opened through map_files
+_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
+NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
+
+
+def pidfd_pid(pidfd: int) -> int | None:
+    """The pid a pidfd names in our pid namespace (-1 once it has exited)."""
+    try:
+        with open(f"/proc/self/fdinfo/{pidfd}") as f:
+            for line in f:
+                if line.startswith("Pid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+class Crashed:
+    def __init__(self, pid: int, pidfd: int | None = None):
+        self.pid = pid
+        self.fd: int | None = None
+        self.error: str | None = None
+        try:
+            self.fd = os.open(f"/proc/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            self.error = f"/proc/{pid}: {e.strerror}: process metadata from the core only"
+            return
+        status = self.status()
+        why = None
+        if status.get("CoreDumping") != "1":
+            why = "it is not dumping core (the pid was reused?)"
+        elif pidfd is not None and pidfd_pid(pidfd) != pid:
+            why = f"the pidfd names pid {pidfd_pid(pidfd)}"
+        if why:
+            self.error = (f"/proc/{pid} is not the crashed process: {why}; "
+                          "metadata from the core only")
+            self.close()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def _read(self, name: str) -> bytes | None:
+        if self.fd is None:
+            return None
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.fd)
+        except OSError:
+            return None
+        try:
+            return os.read(fd, 1 << 20)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def _link(self, name: str) -> str | None:
+        try:
+            return os.readlink(name, dir_fd=self.fd) if self.fd is not None else None
+        except OSError:
+            return None
+
+    def status(self, name: str = "status") -> dict[str, str]:
+        raw = self._read(name) or b""
+        out = {}
+        for line in raw.decode("utf-8", "replace").splitlines():
+            key, _, value = line.partition(":")
+            out[key] = value.strip()
+        return out
+
+    def info(self) -> dict:
+        """Process metadata fields for the report (only what could be read)."""
+        if self.fd is None:
+            return {}
+        status = self.status()
+        out: dict = {}
+        cmdline = self._read("cmdline")
+        if cmdline:
+            out["cmdline"] = [a.decode("utf-8", "replace") for a in cmdline.split(b"\0")[:-1]]
+        for key, link in (("exe", "exe"), ("cwd", "cwd")):
+            value = self._link(link)
+            if value is not None:
+                out[key] = value
+        if "Name" in status:
+            out["name"] = status["Name"]
+        for key, field in (("ppid", "PPid"), ("uid", "Uid"), ("gid", "Gid")):
+            try:
+                out[key] = int(status[field].split()[0])
+            except (KeyError, ValueError, IndexError):
+                pass
+        cgroup = (self._read("cgroup") or b"").decode("utf-8", "replace").strip()
+        if cgroup:
+            out["cgroup"] = cgroup.split("\n")[-1].split(":", 2)[-1]
+            found = _CONTAINER_ID.findall(cgroup)
+            if found:
+                out["container_id"] = found[-1]
+        environ = self._read("environ")
+        if environ:  # delivery keeps only what [redact] environment allows
+            pairs = (e.decode("utf-8", "replace").partition("=") for e in environ.split(b"\0") if e)
+            out["environ"] = {k: v for k, _, v in pairs}
+        namespaces = {ns: self._link(f"ns/{ns}") for ns in NAMESPACES}
+        out["namespaces"] = {ns: v for ns, v in namespaces.items() if v}
+        return out
+
+    def threads(self) -> dict[int, tuple[int, str | None]]:
+        """Thread id in the process's own pid namespace (as the core names
+        it) -> (thread id here, name)."""
+        if self.fd is None:
+            return {}
+        try:
+            task = os.open("task", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.fd)
+        except OSError:
+            return {}
+        try:
+            tids = [int(t) for t in os.listdir(task)]
+        except (OSError, ValueError):
+            return {}
+        finally:
+            os.close(task)
+        out = {}
+        for tid in tids:
+            status = self.status(f"task/{tid}/status")
+            try:
+                inner = int(status.get("NSpid", str(tid)).split()[-1])
+            except ValueError:
+                inner = tid
+            comm = self._read(f"task/{tid}/comm")
+            out[inner] = (tid, comm.decode("utf-8", "replace").rstrip("\n") if comm else None)
+        return out
+
+    def open_files(self, mappings: list[tuple[int, int, str]]) -> dict[int, str]:
+        """Mapping start -> /proc/self/fd/N opening the exact file mapped
+        there (even if deleted or in another mount namespace), one fd per
+        distinct path."""
+        if self.fd is None:
+            return {}
+        by_path: dict[str, str | None] = {}
+        out = {}
+        for start, end, path in mappings:
+            if path not in by_path:
+                by_path[path] = None
+                if len(by_path) <= MAX_FILES:
+                    try:
+                        fd = os.open(f"map_files/{start:x}-{end:x}", os.O_RDONLY | os.O_CLOEXEC,
+                                     dir_fd=self.fd)
+                        by_path[path] = f"/proc/self/fd/{fd}"
+                    except OSError:
+                        pass
+            if by_path[path]:
+                out[start] = by_path[path]
+        return out

@@ -1,0 +1,88 @@
+"""`collector install-handler` / `uninstall-handler`: core_pattern set and
+then restored exactly (byte for byte, with core_pipe_limit), a crash
+reported through the installed handler, refusals that leave everything as
+it was."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from .corepattern import (CORE_PATTERN, CORE_PIPE_LIMIT, can_own, crash, crashed_thread,
+                          handler_script, owned_core_pattern, short_tempdir, wait_report)
+from .helpers import assert_chain, collector_argv, run_command
+
+pytestmark = pytest.mark.skipif(can_own() is not None, reason=str(can_own()))
+ODD = "/tmp/odd core.%p.%e  two  spaces"   # a previous value that must come back as is
+
+
+@pytest.fixture
+def d():
+    path = short_tempdir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def collector(*args, user=None):
+    argv = collector_argv(*args)
+    if user is not None:
+        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+    return run_command(argv)
+
+
+def current() -> tuple[str, str]:
+    return CORE_PATTERN.read_text(), CORE_PIPE_LIMIT.read_text()
+
+
+def test_install_crash_uninstall(builder, d):
+    exe = builder.build("core_crash.c", "O0-fp")
+    state, reports = d / "state", d / "r"
+    with owned_core_pattern(ODD, pipe_limit=0):
+        before = current()
+        r = collector("install-handler", "--command", handler_script(d), "--report-dir", reports,
+                      "--state-dir", state)
+        assert r.rc == 0, str(r)
+        pattern = CORE_PATTERN.read_text().rstrip("\n")
+        assert pattern.startswith(f"|{handler_script(d)} core --from-kernel"), pattern
+        assert int(CORE_PIPE_LIMIT.read_text()) > 0
+        # installing again keeps the first saved value, not our own pattern
+        assert collector("install-handler", "--command", handler_script(d), "--report-dir",
+                         reports, "--state-dir", state).rc == 0
+        pid = crash([exe, "abort"])
+        report, = wait_report(reports, [pid])
+        assert report["process"]["pid"] == pid
+        assert_chain(crashed_thread(report), ["boom", "e", "d", "main"], max_above=4)
+        r = collector("uninstall-handler", "--state-dir", state)
+        assert r.rc == 0, str(r)
+        assert current() == before
+        assert not list(state.iterdir()), "the saved state is removed"
+        r = collector("uninstall-handler", "--state-dir", state)
+        assert r.rc == 11 and r.stderr.count("\n") == 1, str(r)
+
+
+def test_uninstall_leaves_a_later_change_alone(d):
+    with owned_core_pattern("core"):
+        assert collector("install-handler", "--command", handler_script(d),
+                         "--state-dir", d / "state").rc == 0
+        CORE_PATTERN.write_text("someone-else.%p")
+        r = collector("uninstall-handler", "--state-dir", d / "state")
+        assert r.rc == 11 and "changed since install" in r.stderr, str(r)
+        assert CORE_PATTERN.read_text() == "someone-else.%p\n"
+
+
+def test_refused_when_not_root(d):
+    d.chmod(0o755)
+    with owned_core_pattern("core"):
+        before = current()
+        r = collector("install-handler", "--command", handler_script(d),
+                      "--state-dir", d / "state", user=65534)
+        assert r.rc == 11 and "root" in r.stderr and r.stderr.count("\n") == 1, str(r)
+        assert current() == before
+
+
+def test_socket_mode_needs_a_listener(d):
+    with owned_core_pattern("core"):
+        r = collector("install-handler", "--mode", "socket", "--socket", d / "nothing",
+                      "--state-dir", d / "state")
+        assert r.rc == 11 and "nothing listens" in r.stderr, str(r)
+        assert CORE_PATTERN.read_text() == "core\n"

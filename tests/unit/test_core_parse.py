@@ -1,0 +1,188 @@
+"""The core parser and the streaming reader over synthetic cores: what is
+kept (stack windows within the budget, the vdso), what reads serve, and
+"must not raise" for truncation at any offset and garbage notes."""
+from __future__ import annotations
+
+import functools
+import os
+import struct
+import tempfile
+import threading
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from collector.targets import core
+from unwinder.regs import RIP, RSP
+from unwinder.space import MemoryFault
+
+PAGE = 4096
+STACK = 0x7FF0_0000_0000
+VDSO = 0x7FFF_F000_0000
+TEXT = 0x40_0000
+
+
+def note(kind: int, desc: bytes, name: bytes = b"CORE\0") -> bytes:
+    pad = lambda b: b + b"\0" * (-len(b) % 4)
+    return struct.pack("<III", len(name), len(desc), kind) + pad(name) + pad(desc)
+
+
+def prstatus(tid: int, rip: int, rsp: int) -> bytes:
+    regs = dict.fromkeys(core._PR_REG_NAMES, 0) | {"rip": rip, "rsp": rsp}
+    head = struct.pack("<iiih2x16xiiii64x", 11, 0, 0, 11, tid, 1, tid, tid)
+    return head + struct.pack(f"<{len(regs)}Q", *regs.values()) + b"\0" * (336 - 112 - 8 * 20)
+
+
+def make_core(threads, loads, files=(), auxv=None) -> bytes:
+    """threads: [(tid, rip, rsp)]; loads: [(vaddr, data, memsz, flags)];
+    files: [(start, end, path)]. Laid out as the kernel does: headers,
+    notes, then page-aligned segment data in order."""
+    notes = b"".join(note(core.NT_PRSTATUS, prstatus(*t)) for t in threads)
+    notes += note(core.NT_SIGINFO, struct.pack("<iii4xQ", 11, 0, 1, 0x10) + b"\0" * 104)
+    aux = auxv or {core.AT_SYSINFO_EHDR: VDSO}
+    notes += note(core.NT_AUXV, b"".join(struct.pack("<QQ", k, v) for k, v in aux.items()))
+    if files:
+        body = struct.pack("<QQ", len(files), PAGE)
+        body += b"".join(struct.pack("<QQQ", s, e, 0) for s, e, _ in files)
+        body += b"".join(p.encode() + b"\0" for _, _, p in files)
+        notes += note(core.NT_FILE, body)
+    phnum = 1 + len(loads)
+    offset = 64 + 56 * phnum
+    phdrs = [struct.pack("<IIQQQQQQ", 4, 0, offset, 0, 0, len(notes), 0, 1)]
+    data = offset + len(notes)
+    data += -data % PAGE
+    blobs = b""
+    for vaddr, blob, memsz, flags in loads:
+        phdrs.append(struct.pack("<IIQQQQQQ", 1, flags, data + len(blobs), vaddr, 0,
+                                 len(blob), memsz, PAGE))
+        blobs += blob + b"\0" * (-len(blob) % PAGE)
+    ehdr = struct.pack("<4sBBBB8xHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 4, 62, 1, 0, 64, 0,
+                       0, 64, 56, phnum, 64, 0, 0)
+    head = ehdr + b"".join(phdrs) + notes
+    return head + b"\0" * (data - len(head)) + blobs
+
+
+def stack_bytes(size: int) -> bytes:
+    return b"".join(struct.pack("<Q", STACK + i) for i in range(0, size, 8))
+
+
+@functools.lru_cache(maxsize=None)
+def three_threads() -> bytes:
+    stack = stack_bytes(1 << 20)
+    sps = [STACK + 0x80000, STACK + 0x40000, STACK + 0xC0000]
+    return make_core([(100 + i, TEXT + 0x10, sp) for i, sp in enumerate(sps)],
+                     [(TEXT, b"", 0x1000, core.PF_R | core.PF_X),
+                      (STACK, stack, len(stack), core.PF_R | core.PF_W),
+                      (VDSO, b"\x7fELF" + b"\x90" * 8188, 0x2000, core.PF_R | core.PF_X)])
+
+
+def stream_bytes(data: bytes, **kw) -> core.Streamed:
+    """Feed `data` through a real pipe, as the kernel does."""
+    r, w = os.pipe()
+
+    def feed():
+        with os.fdopen(w, "wb") as f:
+            try:
+                f.write(data)
+            except BrokenPipeError:
+                pass
+    t = threading.Thread(target=feed)
+    t.start()
+    try:
+        return core.stream(r, **kw)
+    finally:
+        os.close(r)
+        t.join()
+
+
+def test_stream_keeps_stack_windows_and_vdso():
+    got = stream_bytes(three_threads(), stack_window=0x1000, keep=1 << 20)
+    assert got.errors == [] and got.bytes_read == len(three_threads())
+    space = got.space
+    assert space.threads() == [100, 101, 102]
+    assert space.registers(101)[RSP] == STACK + 0x40000 and space.registers(100)[RIP] == TEXT + 0x10
+    for sp in (STACK + 0x80000, STACK + 0x40000, STACK + 0xC0000):
+        assert space.read(sp, 8) == struct.pack("<Q", sp)
+        assert space.read(sp - core.RED_ZONE, 8) == struct.pack("<Q", sp - core.RED_ZONE)
+        assert space.read(sp + 0x1000 - 8, 8) == struct.pack("<Q", sp + 0x1000 - 8)
+        with pytest.raises(MemoryFault):
+            space.read(sp + 0x1000, 8)
+    assert space.read(VDSO, 4) == b"\x7fELF"
+    assert got.bytes_kept == 3 * (0x1000 + core.RED_ZONE) + 0x2000
+    assert [m.path for m in space.maps()] == ["", "", "[vdso]"]
+
+
+def test_budget_goes_to_the_crashed_thread_first():
+    got = stream_bytes(three_threads(), stack_window=0x10000, keep=0x10000 + 0x2000 + 0x1000)
+    space = got.space
+    space.read(STACK + 0x80000 + 0x10000 - 8, 8)   # the dumping thread: its whole window
+    space.read(VDSO + 0x1FF8, 8)
+    with pytest.raises(MemoryFault):
+        space.read(STACK + 0x40000 + 0x1000, 8)    # the others share what is left
+    assert got.bytes_kept <= 0x10000 + 0x2000 + 0x1000
+    assert any("--keep" in e for e in got.errors)
+
+
+def test_file_backed_bytes_come_from_the_file(tmp_path):
+    lib = tmp_path / "lib.so"
+    lib.write_bytes(bytes(range(256)) * 32)
+    data = make_core([(7, TEXT, STACK + 0x100)],
+                     [(TEXT, b"", 0x2000, core.PF_R | core.PF_X),
+                      (STACK, stack_bytes(0x1000), 0x1000, core.PF_R | core.PF_W)],
+                     files=[(TEXT, TEXT + 0x2000, str(lib))])
+    path = tmp_path / "core"
+    path.write_bytes(data)
+    space, size = core.open_file(str(path))
+    assert size == len(data) and space.layout.errors == []
+    assert space.read(TEXT + 0x105, 3) == bytes([5, 6, 7])
+    mapping = space.maps()[0]
+    assert mapping.is_file and mapping.inode == lib.stat().st_ino and mapping.perms == "r-xp"
+    assert space.read(STACK + 0x100, 8) == struct.pack("<Q", STACK + 0x100)
+    space.close()
+
+
+def test_not_a_core():
+    for data in (b"hello", b"\x7fELF" + b"\0" * 60):
+        got = stream_bytes(data)
+        assert got.space is None and "not an" in got.errors[0], got.errors
+        assert got.bytes_read == len(data), "drained all the same"
+
+
+@pytest.mark.parametrize("step", [1, 97])
+def test_truncated_anywhere_never_raises(step):
+    data = three_threads()
+    cut_points = list(range(0, 4096, step)) if step == 97 else [63, 64, 65, 119, 120, 121]
+    for cut in cut_points + [len(data) // 2, len(data) - 1]:
+        with tempfile.TemporaryFile() as f:
+            f.write(data[:cut])
+            f.flush()
+            f.seek(0)
+            got = core.stream(f.fileno())
+        assert got.errors, f"cut at {cut}: no error"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=0, max_size=2048), st.integers(min_value=0, max_value=4))
+def test_garbage_notes_never_raise(garbage, where):
+    data = bytearray(three_threads())
+    start = 64 + 56 * 4 + where * 7
+    data[start:start + len(garbage)] = garbage
+    with tempfile.TemporaryFile() as f:
+        f.write(bytes(data))
+        f.seek(0)
+        got = core.stream(f.fileno(), stack_window=0x1000)
+    if got.space is not None:
+        for tid in got.space.threads():
+            regs = got.space.registers(tid)
+            try:
+                got.space.read(regs.get(RSP, 0), 8)
+            except MemoryFault:
+                pass
+
+
+def test_window_of_an_sp_at_the_start_of_its_segment():
+    """The red zone below sp lies outside the segment: the window is kept all the same."""
+    data = make_core([(7, TEXT, STACK)], [(STACK, stack_bytes(0x4000), 0x4000, core.PF_R)])
+    got = stream_bytes(data, stack_window=0x1000)
+    assert got.space.read(STACK, 8) == struct.pack("<Q", STACK)
+    assert got.bytes_kept == 0x1000
