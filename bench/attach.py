@@ -130,7 +130,7 @@ class Spinner:
 
 
 def count_frames(tool: str, out: str) -> int:
-    if tool == "collector":
+    if tool.startswith("collector") and "--version" not in tool:
         try:
             return sum(len(t["frames"]) for t in json.loads(out)["threads"])
         except (ValueError, KeyError, TypeError):
@@ -157,7 +157,7 @@ def bench_target(tools: dict[str, list[str]], runs: int, spinner: Spinner | None
             if spinner and held is None:
                 print(f"  ! {name} left the target stopped", file=sys.stderr)
             if rnd == 0:
-                if rc not in (0, 1) or (name == "collector" and rc != 0):
+                if rc not in (0, 1) or (name.startswith("collector") and rc != 0):
                     print(f"  ! {name} exited {rc}: {err.strip()[:300]}", file=sys.stderr)
                 continue
             r = res[name]
@@ -166,7 +166,7 @@ def bench_target(tools: dict[str, list[str]], runs: int, spinner: Spinner | None
             r["noise"].append(noise)
             r["rc"].append(rc)
             r["frames"].append(count_frames(name, out))
-            if name == "collector" and rc == 0:
+            if name.startswith("collector") and rc == 0 and out.startswith("{"):
                 try:
                     r["report"].append(json.loads(out)["timings"])
                 except (ValueError, KeyError):
@@ -270,9 +270,13 @@ def main(argv=None) -> int:
         try:
             spinner = Spinner(shm)
             pid = str(target.pid)
-            tools = {"collector": [*col, "attach", pid]}
+            # like for like: symbol names only, then with file:line and inlines
+            tools = {"collector": [*col, "attach", "--symbolize-budget", "0", pid]}
             if have["eu-stack"]:
                 tools["eu-stack"] = ["eu-stack", "-p", pid]
+            tools["collector (lines)"] = [*col, "attach", pid]
+            if have["eu-stack"]:
+                tools["eu-stack -s -i"] = ["eu-stack", "-s", "-i", "-p", pid]
             if have["gdb"] and not args.no_gdb:
                 tools["gdb"] = ["gdb", "-nx", "-batch", "-p", pid, "-ex", "thread apply all bt"]
             tools["baseline: python -c pass"] = [sys.executable, "-c", "pass"]
@@ -289,6 +293,10 @@ def main(argv=None) -> int:
             if e:
                 verdict("held <= 0.5x eu-stack", ratio(med(c["held"]), med(e["held"])), 0.5)
                 verdict("wall <= 1.5x eu-stack", ratio(med(c["wall"]), med(e["wall"])), 1.5)
+                cl, es = res["collector (lines)"], res.get("eu-stack -s -i")
+                if es:
+                    verdict("with lines: wall <= 1.5x eu-stack -s -i",
+                            ratio(med(cl["wall"]), med(es["wall"])), 1.5)
         finally:
             target.kill()
             os.sched_setaffinity(0, cpus)
@@ -298,7 +306,8 @@ def main(argv=None) -> int:
         try:
             pid = str(target.pid)
             limit = str(args.recursion + 100)
-            tools = {"collector": [*col, "attach", pid, "--max-frames", limit]}
+            tools = {"collector": [*col, "attach", "--symbolize-budget", "0", pid,
+                                   "--max-frames", limit]}
             if have["eu-stack"]:
                 tools["eu-stack"] = ["eu-stack", "-n", "0", "-p", pid]
             if have["gdb"] and not args.no_gdb:

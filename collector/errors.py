@@ -6,6 +6,10 @@ class CollectorError(Exception):
     exit_code = 1
 
 
+class UsageError(CollectorError):
+    exit_code = 2
+
+
 class NoSuchProcess(CollectorError):
     exit_code = 3
 
@@ -34,6 +38,27 @@ class TimedOut(CollectorError):
     exit_code = 9
 
 
+class BadCore(CollectorError):
+    exit_code = 10
+
+
+class HandlerError(CollectorError):
+    exit_code = 11
+
+
+
+class ConfigError(CollectorError):
+    exit_code = 12
+
+
+class NotDelivered(CollectorError):
+    exit_code = 13
+
+
+class FlushIncomplete(CollectorError):
+    exit_code = 14
+
+
 EXIT_CODES = [
     (0, "success"),
     (1, "internal error (a bug: please report it)"),
@@ -45,4 +70,9 @@ EXIT_CODES = [
     (OwnProcess.exit_code, "the pid is the collector itself"),
     (ExitedDuringAttach.exit_code, "the process exited while being attached"),
     (TimedOut.exit_code, "the process could not be stopped in time"),
+    (BadCore.exit_code, "not an x86-64 ELF core file (or it cannot be read)"),
+    (HandlerError.exit_code, "the crash handler cannot be installed or served"),
+    (ConfigError.exit_code, "invalid configuration (the message names the file, line and key)"),
+    (NotDelivered.exit_code, "a report reached no sink and could not be spooled either"),
+    (FlushIncomplete.exit_code, "spooled reports could not all be delivered (they stay spooled)"),
 ]

@@ -42,6 +42,10 @@ def process_info(pid: int) -> dict:
             info["uid"], info["gid"] = p.uids().real, p.gids().real
         except (psutil.Error, OSError):
             info["uid"] = info["gid"] = None
+        try:  # kept only as far as the redaction policy allows, on delivery
+            info["environ"] = p.environ()
+        except (psutil.Error, OSError):
+            pass
     info["cmdline"] = info["cmdline"] or []
     info["exe"] = info["exe"] or None
     return info

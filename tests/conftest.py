@@ -305,11 +305,28 @@ class Result:
                 f"--- stderr ---\n{self.stderr[-3000:]}\n--- stdout (head) ---\n{self.stdout[:3000]}")
 
 
+# State (storm buckets, spool) and configuration of this test session only:
+# never the machine's /etc/collector or /var/lib/collector.
+SESSION_DIR = Path(tempfile.mkdtemp(prefix="collector-tests-"))
+SESSION_DIR.chmod(0o755)  # tests also run the collector as user nobody
+
+
 def collector_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     env.pop("PYTHONSTARTUP", None)
+    config = SESSION_DIR / "collector.toml"
+    if not config.exists():  # a test's own --config replaces it whole
+        config.write_text(f'[collector]\nstate_dir = "{SESSION_DIR}/state"\n'
+                          f'[spool]\ndir = "{SESSION_DIR}/spool"\n')
+    env.setdefault("COLLECTOR_CONFIG", str(config))
     return env
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_dir():
+    yield SESSION_DIR
+    shutil.rmtree(SESSION_DIR, ignore_errors=True)
 
 
 def collector_argv(*args) -> list[str]:

@@ -9,6 +9,7 @@ SIGINT/SIGTERM to the collector wait until every thread is released.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import signal
 import time
@@ -34,6 +35,7 @@ WALL = 0x40000000          # __WALL: wait for threads too
 RED_ZONE = 128
 DEFAULT_STACK_WINDOW = 256 << 10
 DEFAULT_STOP_TIMEOUT = 2.0
+SPIN = 0.0002  # seconds of polling for a stop before sleeping on SIGCHLD
 _HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
 
 
@@ -75,24 +77,26 @@ def capture(pid: int, stack_window: int = DEFAULT_STACK_WINDOW,
     mappings = _maps(pid)
     regions = copy_ranges(pid, [(m.start, m.end) for m in mappings if m.path == "[vdso]"])
     stopped_at = time.time()
-    regs: dict[int, dict[int, int]] = {}
+    copier = _Copier(pid, mappings, stack_window)
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+    gc.disable()  # a collection pass inside a hold would stretch it by milliseconds
     try:
         if freeze:
             held = Held(pid)
             longest = held.hold(lambda: held.stop_all(infos, time.monotonic() + timeout),
-                                lambda: _copy(held, mappings, regs, regions, stack_window))
+                                lambda: copier(held))
         else:
-            held, longest = _one_at_a_time(pid, infos, mappings, regs, regions,
-                                           stack_window, timeout)
+            held, longest = _one_at_a_time(pid, infos, copier, timeout)
     finally:
+        gc.enable()
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-    if not regs:
+    if not copier.regs or not _alive(pid):
         raise ExitedDuringAttach(f"pid {pid} exited while being attached")
-    return finish(pid, infos, held, regs, mappings, regions, stopped_at, longest)
+    return finish(pid, infos, held, copier.regs, copier.mappings, regions + copier.regions,
+                  stopped_at, longest)
 
 
-def _one_at_a_time(pid, infos, mappings, regs, regions, window, timeout):
+def _one_at_a_time(pid, infos, copier, timeout):
     """Hold each thread only while its own registers and stack are copied.
     Returns every thread's outcome in one Held and the longest hold (ms)."""
     outcome = Held(pid)
@@ -106,7 +110,7 @@ def _one_at_a_time(pid, infos, mappings, regs, regions, window, timeout):
             infos.setdefault(tid, ThreadInfo(tid, procfs.comm(pid, tid), "R"))
             held = Held(pid)
             ms = held.hold(lambda: held.stop([tid], time.monotonic() + timeout),
-                           lambda: _copy(held, mappings, regs, regions, window))
+                           lambda: copier(held))
             longest = max(longest, ms)
             outcome.seized.add(tid)
             outcome.stopped.update(held.stopped)
@@ -114,17 +118,26 @@ def _one_at_a_time(pid, infos, mappings, regs, regions, window, timeout):
             outcome.errors += held.errors
 
 
-def _copy(held, mappings, regs, regions, window) -> None:
-    """While held: registers, then the stacks (re-reading the mapping list if
-    a stack pointer is in none of the known mappings: a new thread's stack)."""
-    got = held.registers()
-    index = MapIndex(mappings)
-    if any(index.find(r[RSP]) is None for r in got.values()):
-        mappings[:] = _maps(held.pid)
-    regions += copy_stacks(held.pid, mappings, got, window)
-    if not _alive(held.pid):
-        raise ExitedDuringAttach(f"pid {held.pid} exited while being attached")
-    regs.update(got)
+class _Copier:
+    """What is taken while threads are held: registers, then stacks. Only
+    what must be done while held is done here; the rest waits for release."""
+
+    def __init__(self, pid: int, mappings: list[Mapping], window: int):
+        self.pid = pid
+        self.mappings = mappings
+        self.index = MapIndex(mappings)
+        self.window = window
+        self.regs: dict[int, dict[int, int]] = {}
+        self.regions: list[tuple[int, bytes]] = []
+
+    def __call__(self, held: "Held") -> None:
+        got = held.registers()
+        if any(self.index.find(r[RSP]) is None for r in got.values()):
+            # a stack the mapping list did not show yet: a thread created since
+            self.mappings = _maps(self.pid)
+            self.index = MapIndex(self.mappings)
+        self.regions += copy_stacks(self.pid, self.index, got, self.window)
+        self.regs.update(got)
 
 
 def _maps(pid: int) -> list[Mapping]:
@@ -242,10 +255,13 @@ class Held:
         # Every tracee stop sends the tracer SIGCHLD: sleep on it, not on a timer.
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         try:
+            spin_until = time.monotonic() + SPIN
             while pending:
                 pending = [tid for tid in pending if not self._reap(tid)]
                 if not pending:
                     break
+                if time.monotonic() < spin_until:
+                    continue  # a running thread traps within microseconds
                 left = deadline - time.monotonic()
                 if left <= 0:
                     for tid in pending:
@@ -296,11 +312,11 @@ class Held:
         self.seized -= set(self.stopped)
 
 
-def copy_stacks(pid: int, mappings: list[Mapping], regs: dict[int, dict[int, int]],
-                window: int) -> list[tuple[int, bytes]]:
+def copy_stacks(pid: int, mappings: list[Mapping] | MapIndex,
+                regs: dict[int, dict[int, int]], window: int) -> list[tuple[int, bytes]]:
     """Each thread's stack from just below rsp up to `window` bytes (or the
     end of its mapping), in one process_vm_readv."""
-    index = MapIndex(mappings)
+    index = mappings if isinstance(mappings, MapIndex) else MapIndex(mappings)
     wanted = []
     for r in regs.values():
         m = index.find(r[RSP])

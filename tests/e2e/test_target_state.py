@@ -187,7 +187,9 @@ def test_threads_appearing_and_vanishing_during_attach(builder, spawn, collector
             if th.get("error"):
                 continue
             assert th["frames"], f"thread with no frames and no error\n{fmt_thread(th)}"
-            assert_frame_invariants(th)
+            # the spawner may be caught inside clone3 right at its syscall, where
+            # glibc has already ended the FDE: the caller is found by dummy FDE
+            assert_frame_invariants(th, methods_after_0=("cfi", "dummy_fde"))
         assert_released(t.pid)
         t.wait_line(r"spawned \d+", timeout=2.0, after=time.monotonic())
 
