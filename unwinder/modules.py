@@ -19,6 +19,7 @@ from .space import AddressSpace, Mapping, MemoryFault
 from .symbols import SymbolTable
 
 MAX_IN_MEMORY_IMAGE = 64 << 20  # a [vdso] or JIT object read from target memory
+MAX_CACHED_PCS = 1 << 16
 
 
 class Image:
@@ -219,8 +220,21 @@ class ModuleMap:
         self.modules = _group(space.maps())
         self._starts = [m.start for m in self.modules]
         self._loaded: set[int] = set()
+        self._by_pc: dict[int, Module | None] = {}
 
     def find(self, pc: int) -> Module | None:
+        """The module whose executable mapping holds pc (a repeated pc, as in
+        deep recursion, is a dict lookup)."""
+        try:
+            return self._by_pc[pc]
+        except KeyError:
+            pass
+        if len(self._by_pc) > MAX_CACHED_PCS:
+            self._by_pc.clear()
+        module = self._by_pc[pc] = self._find(pc)
+        return module
+
+    def _find(self, pc: int) -> Module | None:
         i = bisect.bisect_right(self._starts, pc) - 1
         if i < 0 or pc >= self.modules[i].end:
             return None
