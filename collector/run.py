@@ -15,16 +15,12 @@ from ptrace.binding import func as ptrace_func
 from . import report
 from .attach import build_report
 from .core import signal_dict
-from .errors import CollectorError
+from .errors import CollectorError, UsageError
 from .targets import live, tracer
 
 
 class CannotRun(CollectorError):
-    exit_code = 127
-
-
-class UsageError(CollectorError):
-    exit_code = 2
+    exit_code = 127  # as a shell says of a program it cannot execute
 
 
 def run(argv: list[str], max_frames: int, stack_window: int, timeout: float,
@@ -62,6 +58,8 @@ def crash_report(source: str, crash: tracer.Crash, max_frames: int) -> dict:
     """The report of a crash, built while the process is still held."""
     cap = crash.capture
     process = report.process_info(cap.snapshot.pid)
+    # /proc says tracing-stop because we hold it; it was running into the fault
+    process["state"] = "running"
     out = build_report(source, process, cap, crash.t0, max_frames, released=False)
     out["signal"] = signal_dict(crash.siginfo, crash.signal)
     for thread in out["threads"]:

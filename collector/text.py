@@ -4,8 +4,13 @@
 def render(report: dict) -> str:
     p = report["process"]
     lines = [f"PID {p['pid']} {p.get('exe') or p.get('name') or ''}".rstrip()]
+    sig = report.get("signal")
+    if sig:
+        addr = f" at {sig['si_addr']:#x}" if sig.get("si_addr") is not None else ""
+        lines.append(f"signal {sig.get('name') or sig.get('number')}{addr}")
     for t in report["threads"]:
-        lines.append(f"TID {t['tid']} \"{t['name'] or ''}\":")
+        crashed = " (crashed)" if t.get("crashed") else ""
+        lines.append(f"TID {t['tid']} \"{t['name'] or ''}\"{crashed}:")
         for f in t["frames"]:
             where = f["function"] or "??"
             if f["function"] and f["offset"]:

@@ -21,7 +21,7 @@ from unwinder.elf import PT_LOAD, PT_NOTE, Segment
 from unwinder.regs import NUMBERS
 from unwinder.space import Mapping, MapIndex, MemoryFault
 
-from .live import RED_ZONE, _merge
+from .live import RED_ZONE, merge_spans
 
 ET_CORE, EM_X86_64 = 4, 62
 PN_XNUM = 0xFFFF
@@ -282,7 +282,7 @@ def wanted_ranges(layout: Layout, stack_window: int,
     if left <= 0:
         errors.append(f"kept only {keep} bytes of stacks and code (--keep): some stack "
                       "windows are shorter than --stack-window")
-    return _merge(spans), errors
+    return merge_spans(spans), errors
 
 
 class CoreSpace:

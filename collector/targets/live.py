@@ -326,12 +326,12 @@ def copy_stacks(pid: int, mappings: list[Mapping] | MapIndex,
 
 
 def copy_ranges(pid: int, spans: list[tuple[int, int]]) -> list[tuple[int, bytes]]:
-    ranges = _merge(spans)
+    ranges = merge_spans(spans)
     return [(start, data) for (start, size), data in zip(ranges, read_ranges(pid, ranges))
             if data is not None]
 
 
-def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     merged: list[list[int]] = []
     for lo, hi in sorted(spans):
         if merged and lo <= merged[-1][1]:
