@@ -400,7 +400,11 @@ def open_file(path: str) -> tuple[CoreSpace, int]:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         raise CoreError(f"cannot open {path}: {e.strerror}") from None
-    size = os.fstat(fd).st_size
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise CoreError("not a regular file")
+    size = st.st_size
     try:
         layout = read_layout(Stream(fd, idle_timeout=60))
     except CoreError:
