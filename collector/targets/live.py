@@ -58,7 +58,7 @@ def check_target(pid: int) -> None:
         fields = procfs.stat_fields(pid)
     except OSError:
         raise NoSuchProcess(f"no process with pid {pid}") from None
-    if fields[0] in ("Z", "X"):
+    if fields[0] in ("Z", "X") and _memory_tid(pid) is None:
         raise Zombie(f"pid {pid} is a zombie: it has exited and has no stack left; "
                      f"its parent (pid {fields[1]}) has not reaped it")
     if int(fields[6]) & procfs.PF_KTHREAD:
@@ -74,10 +74,11 @@ def capture(pid: int, stack_window: int = DEFAULT_STACK_WINDOW,
     check_target(pid)
     infos = {tid: ThreadInfo(tid, procfs.comm(pid, tid), procfs.state(pid, tid))
              for tid in _list_tids(pid)}
-    mappings = _maps(pid)
-    regions = copy_ranges(pid, [(m.start, m.end) for m in mappings if m.path == "[vdso]"])
+    mm = _memory_tid(pid) or pid
+    mappings = _maps(mm)
+    regions = copy_ranges(mm, [(m.start, m.end) for m in mappings if m.path == "[vdso]"])
     stopped_at = time.time()
-    copier = _Copier(pid, mappings, stack_window)
+    copier = _Copier(mm, mappings, stack_window)
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
     gc.disable()  # a collection pass inside a hold would stretch it by milliseconds
     try:
@@ -90,10 +91,21 @@ def capture(pid: int, stack_window: int = DEFAULT_STACK_WINDOW,
     finally:
         gc.enable()
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-    if not copier.regs or not _alive(pid):
+    if not copier.regs or not _alive(mm):
         raise ExitedDuringAttach(f"pid {pid} exited while being attached")
     return finish(pid, infos, held, copier.regs, copier.mappings, regions + copier.regions,
-                  stopped_at, longest)
+                  stopped_at, longest, mm)
+
+
+def _memory_tid(pid: int) -> int | None:
+    """A live thread through which the address space can be read: the main
+    thread, unless it has called pthread_exit (a zombie leader has no memory
+    of its own while the other threads run on). None if every thread is gone."""
+    try:
+        tids = procfs.tids(pid)
+    except OSError:
+        return None
+    return next((t for t in tids if procfs.state(pid, t) not in (None, "Z", "X")), None)
 
 
 def _one_at_a_time(pid, infos, copier, timeout):
@@ -154,7 +166,8 @@ def _alive(pid: int) -> bool:
 
 
 def finish(pid: int, infos: dict[int, ThreadInfo], held: Held, regs, mappings, regions,
-           stopped_at: float, stopped_ms: float) -> Capture:
+           stopped_at: float, stopped_ms: float, mm: int | None = None) -> Capture:
+    """`mm`: the thread whose /proc entries read the memory (default pid)."""
     errors = list(held.errors)
     for tid, why in held.failed.items():
         if why.startswith("exited"):  # nothing left of it to report
@@ -167,7 +180,7 @@ def finish(pid: int, infos: dict[int, ThreadInfo], held: Held, regs, mappings, r
         errors.append(f"thread {tid} exited before it could be stopped")
     order = sorted(infos, key=lambda tid: (tid != pid, tid))
     regs = {tid: regs[tid] for tid in order if tid in regs}
-    return Capture(Snapshot(pid, mappings, regs, regions), [infos[t] for t in order],
+    return Capture(Snapshot(mm or pid, mappings, regs, regions), [infos[t] for t in order],
                    stopped_at, stopped_ms, errors)
 
 
@@ -232,6 +245,9 @@ class Held:
                 self.failed[tid] = "exited before it could be stopped"
                 return
             if e.errno == errno.EPERM:
+                if procfs.state(self.pid, tid) in ("Z", "X"):  # a main thread that pthread_exit'ed
+                    self.failed[tid] = "exited (the process lives on in its other threads)"
+                    return
                 raise NotPermitted(why_not_permitted(self.pid)) from None
             raise
         self.seized.add(tid)

@@ -335,3 +335,18 @@ def test_deep_recursion(builder, spawn, collector):
 
     default = attach_ok(collector, t.pid)["threads"][0]
     assert len(default["frames"]) == 1024, f"default cap gave {len(default['frames'])} frames"
+
+
+def test_main_thread_gone_with_pthread_exit(builder, spawn, collector):
+    """A process whose main thread called pthread_exit: /proc/PID says zombie,
+    but its worker runs on and is reported (eu-stack gives up on such a pid);
+    the gone main thread is named in errors, not reported as a thread."""
+    t = spawn(builder.build("leader_exit.c"), parked=None)
+    with open(f"/proc/{t.pid}/stat") as f:
+        assert f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    r = collector("attach", t.pid)
+    assert r.rc == 0, str(r)
+    assert [th["tid"] for th in r.report["threads"]] != [t.pid]
+    assert len(r.report["threads"]) == 1, r.report["threads"]
+    assert_chain(r.report["threads"][0], ["park", "c", "b", "a", "worker"])
+    assert any(str(t.pid) in e and "exited" in e for e in r.report["errors"]), r.report["errors"]
