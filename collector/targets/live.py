@@ -91,10 +91,17 @@ def capture(pid: int, stack_window: int = DEFAULT_STACK_WINDOW,
     finally:
         gc.enable()
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    if not copier.regs and held.failed and not _gone(held):
+        raise TimedOut(f"no thread of pid {pid} stopped within {timeout:g} s "
+                       f"({'; '.join(sorted(set(held.failed.values())))})")
     if not copier.regs or not _alive(mm):
         raise ExitedDuringAttach(f"pid {pid} exited while being attached")
     return finish(pid, infos, held, copier.regs, copier.mappings, regions + copier.regions,
                   stopped_at, longest, mm)
+
+
+def _gone(held: "Held") -> bool:
+    return all(why.startswith("exited") for why in held.failed.values())
 
 
 def _memory_tid(pid: int) -> int | None:
@@ -233,7 +240,7 @@ class Held:
                 infos.setdefault(tid, ThreadInfo(tid, procfs.comm(self.pid, tid), "R"))
             self._wait(deadline)
         if not self.stopped:
-            if self.failed and all("exited" in why for why in self.failed.values()):
+            if self.failed and _gone(self):
                 raise ExitedDuringAttach(f"pid {self.pid} exited while being attached")
             raise TimedOut(f"no thread of pid {self.pid} stopped in time")
 

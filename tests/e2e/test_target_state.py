@@ -319,3 +319,40 @@ def test_version_and_help(collector):
     assert ah.rc == 0, str(ah)
     for opt in ("--format", "--max-frames", "--stack-window"):
         assert opt in ah.stdout, f"{opt} not in `attach --help`"
+
+
+def wait_in_vfork(pid: int) -> None:
+    """Until the main thread is in its uninterruptible vfork wait."""
+    deadline = time.monotonic() + 5
+    while proc_state(pid) != "D":
+        assert time.monotonic() < deadline, f"pid {pid} never entered its vfork wait"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("mode", [(), ("--freeze",)])
+def test_a_thread_that_cannot_stop_times_out(builder, spawn, collector, mode):
+    """vfork_wait.c: the main thread waits in vfork (state D: PTRACE_INTERRUPT
+    cannot stop it). The collector gives up on it after --stop-timeout, still
+    reports the worker, and the target is released and runs on."""
+    t = spawn(builder.build("vfork_wait.c"), 3, parked=None)
+    wait_in_vfork(t.pid)
+    t0 = time.monotonic()
+    r = collector("attach", "--stop-timeout", "0.3", *mode, t.pid)
+    assert r.rc == 0, str(r)
+    assert time.monotonic() - t0 < 2.5, "the collector waited past its --stop-timeout"
+    main = thread_by_tid(r.report, t.pid)
+    assert "did not stop in time" in (main.get("error") or ""), fmt_thread(main)
+    worker = [th for th in r.report["threads"] if th["tid"] != t.pid]
+    assert_chain(worker[0], ["park", "c", "b", "a", "worker"])
+    assert read_status(t.pid)["TracerPid"] == "0"
+    t.wait_line(r"after", timeout=10.0)  # the vfork child is gone: main runs again
+
+
+def test_no_thread_can_stop_is_exit_9(builder, spawn, collector):
+    t = spawn(builder.build("vfork_wait.c"), 3, 0, parked=None)
+    wait_in_vfork(t.pid)
+    r = collector("attach", "--stop-timeout", "0.3", t.pid)
+    assert r.rc == 9, str(r)
+    assert r.stderr.startswith("collector: ") and "stop" in r.stderr, str(r)
+    assert read_status(t.pid)["TracerPid"] == "0"
+    t.wait_line(r"after", timeout=10.0)
