@@ -235,8 +235,9 @@ def handle_kernel_core(fd: int, kernel: dict, errors: list[str], opts,
 
 def finish(out: dict, opts) -> str:
     """Symbolize a handler's report (as cli.main does for the reports it
-    emits) and send it: to --output or --report-dir (redacted as delivery
-    would), else through `emit` to the configured sinks. Returns where it went."""
+    emits) and send it: to --output or --report-dir (redacted, fingerprinted
+    and storm-controlled as delivery does), else through `emit` to the
+    configured sinks. Returns where it went."""
     budget = getattr(opts, "symbolize_budget", 0)
     if budget > 0:
         try:
@@ -246,8 +247,10 @@ def finish(out: dict, opts) -> str:
             out["errors"].append(f"symbolization failed: {type(e).__name__}: {e}")
     if opts.output or opts.report_dir:
         delivery = getattr(opts, "delivery", None)  # set up by cli.main
-        policy = delivery.policy if delivery else redact.Policy()
-        return write_report(redact.apply(out, policy), opts.output, opts.report_dir)
+        out = delivery.prepare(out) if delivery else redact.apply(out, redact.Policy())
+        if out is None:
+            return "nowhere: held back by storm control"
+        return write_report(out, opts.output, opts.report_dir)
     from .cli import emit
     emit(out, opts)
     return "the configured sinks"

@@ -48,11 +48,17 @@ class Delivery:
                      report_id=report.get("report_id"))
         return admitted
 
-    def deliver(self, report: dict) -> None:
+    def prepare(self, report: dict) -> dict | None:
+        """The report as every output gets it: redacted and fingerprinted; None
+        if storm control holds it back."""
         report = redact.apply(report, self.policy)
         # here, not when the report is built: symbolization may have named frames since
         report["fingerprint"] = fingerprint.compute(report)
-        if not self.admit(report):
+        return report if self.admit(report) else None
+
+    def deliver(self, report: dict) -> None:
+        report = self.prepare(report)
+        if report is None:
             return
         later = [s for s in self.sinks if s.spool]
         owed = {s.name for s in later}  # shrinks as sinks take the report

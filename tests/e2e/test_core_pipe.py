@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -79,6 +80,8 @@ def test_segv_in_a_worker_of_16_threads(builder, handler_dir):
         assert_chain(t, WORKER, max_above=1)
     # the handler kept stack windows and the vdso, not the 16 stack mappings
     assert report["core"]["kept_bytes"] <= 8 << 20 < report["core"]["bytes"], report["core"]
+    # a report written to --report-dir went through delivery's preparation too
+    assert re.fullmatch(r"[0-9a-f]{16,}", report.get("fingerprint") or ""), report.get("fingerprint")
 
 
 def test_abort_in_main(builder, handler_dir):
