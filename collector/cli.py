@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import traceback
 
 from . import __version__, config
 from .errors import EXIT_CODES, CollectorError
@@ -141,5 +140,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"collector: internal error: {type(e).__name__}: {e} "
               "(set COLLECTOR_DEBUG=1 for details)", file=sys.stderr)
         if os.environ.get("COLLECTOR_DEBUG"):
+            import traceback
             traceback.print_exc()
         return 1
