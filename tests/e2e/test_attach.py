@@ -9,13 +9,14 @@ hard-coded; addresses are checked against what /proc and the ELF files say.
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
 from .helpers import (assert_chain, assert_frame_invariants, assert_thread_order, build_id,
                       cross_check_eu_stack, debug_file_for, fmt_thread, have_eu_stack, load_bias,
                       names, norm, physical, same_function, same_path, section_ranges,
-                      thread_by_tid, threads_by_name)
+                      proc_state, thread_by_tid, threads_by_name)
 from elftools.elf.elffile import ELFFile
 
 CHAIN = ["park", "c", "b", "a"]
@@ -342,8 +343,10 @@ def test_main_thread_gone_with_pthread_exit(builder, spawn, collector):
     but its worker runs on and is reported (eu-stack gives up on such a pid);
     the gone main thread is named in errors, not reported as a thread."""
     t = spawn(builder.build("leader_exit.c"), parked=None)
-    with open(f"/proc/{t.pid}/stat") as f:
-        assert f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    deadline = time.monotonic() + 5  # "ready" comes just before pthread_exit
+    while proc_state(t.pid) != "Z":
+        assert time.monotonic() < deadline, "the main thread never exited"
+        time.sleep(0.01)
     r = collector("attach", t.pid)
     assert r.rc == 0, str(r)
     assert [th["tid"] for th in r.report["threads"]] != [t.pid]
