@@ -112,7 +112,10 @@ def _memory_tid(pid: int) -> int | None:
         tids = procfs.tids(pid)
     except OSError:
         return None
-    return next((t for t in tids if procfs.state(pid, t) not in (None, "Z", "X")), None)
+    # the main thread first: thread ids wrap around, so it need not be the lowest
+    others = [t for t in tids if t != pid]
+    return next((t for t in [pid, *others] if procfs.state(pid, t) not in (None, "Z", "X")),
+                None)
 
 
 def _one_at_a_time(pid, infos, copier, timeout):
@@ -252,7 +255,12 @@ class Held:
                 self.failed[tid] = "exited before it could be stopped"
                 return
             if e.errno == errno.EPERM:
-                if procfs.state(self.pid, tid) in ("Z", "X"):  # a main thread that pthread_exit'ed
+                # an exiting thread refuses a tracer too: that is no permission problem
+                state = procfs.state(self.pid, tid)
+                if state is None:
+                    self.failed[tid] = "exited before it could be stopped"
+                    return
+                if state in ("Z", "X"):  # e.g. a main thread that called pthread_exit
                     self.failed[tid] = "exited (the process lives on in its other threads)"
                     return
                 raise NotPermitted(why_not_permitted(self.pid)) from None
