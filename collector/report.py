@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import uuid
 
@@ -16,11 +15,6 @@ from . import __version__
 from .errors import NoSuchProcess
 
 SCHEMA_VERSION = 1
-
-
-def schema() -> dict:
-    with open(os.path.join(os.path.dirname(__file__), "schema", "report-v1.json")) as f:
-        return json.load(f)
 
 
 def process_info(pid: int) -> dict:

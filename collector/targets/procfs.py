@@ -24,10 +24,6 @@ def state(pid: int, tid: int | None = None) -> str | None:
         return None
 
 
-def is_kernel_thread(pid: int) -> bool:
-    return bool(int(stat_fields(pid)[6]) & PF_KTHREAD)
-
-
 def tids(pid: int) -> list[int]:
     return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
 
