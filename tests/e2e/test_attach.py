@@ -337,6 +337,16 @@ def test_deep_recursion(builder, spawn, collector):
     default = attach_ok(collector, t.pid)["threads"][0]
     assert len(default["frames"]) == 1024, f"default cap gave {len(default['frames'])} frames"
 
+    # a stack window far smaller than the stack: what lies beyond the copy is
+    # read from the running process after release, counted and said; the
+    # (parked, unchanging) stack still gives the same frames
+    small = attach_ok(collector, t.pid, "--max-frames", 6000, "--stack-window", "4K")
+    assert small["snapshot"]["late_reads"] > 0, small["snapshot"]
+    assert small["snapshot"]["bytes_copied"] < report["snapshot"]["bytes_copied"]
+    assert any("late" in e or "outside the stack copies" in e for e in small["errors"]), small["errors"]
+    assert [f["pc"] for f in small["threads"][0]["frames"]] == [f["pc"] for f in main["frames"]]
+    assert report["snapshot"]["late_reads"] == 0, report["snapshot"]
+
 
 def test_main_thread_gone_with_pthread_exit(builder, spawn, collector):
     """A process whose main thread called pthread_exit: /proc/PID says zombie,
