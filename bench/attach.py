@@ -179,8 +179,8 @@ def med(xs):
     return statistics.median(xs) if xs else None
 
 
-def fmt(x, unit=""):
-    return "-" if x is None else f"{x:.1f}{unit}"
+def fmt(x, unit="", digits=1):
+    return "-" if x is None else f"{x:.{digits}f}{unit}"
 
 
 def ratio(a, b):
@@ -203,9 +203,9 @@ def print_table(title: str, res: dict, held: bool):
         w, h = med(r["wall"]), med(r["held"])
         row = [name, fmt(w), fmt(ratio(w, eu_wall), "x")]
         if held:
-            row[2:2] = [fmt(h)]
-            row.append(fmt(ratio(h, eu_held), "x"))
-            row.append(fmt(med(r["noise"])))
+            row[2:2] = [fmt(h, digits=3)]  # holds are tens of microseconds
+            row.append(fmt(ratio(h, eu_held), "x", digits=2))
+            row.append(fmt(med(r["noise"]), digits=3))
         row += [str(max(r["frames"], default=0)), ",".join(sorted(set(map(str, r["rc"]))))]
         rows.append(row)
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]

@@ -91,10 +91,11 @@ def capture(pid: int, stack_window: int = DEFAULT_STACK_WINDOW,
     finally:
         gc.enable()
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-    if not copier.regs and held.failed and not _gone(held):
+        copier.close()
+    if not copier.raw and held.failed and not _gone(held):
         raise TimedOut(f"no thread of pid {pid} stopped within {timeout:g} s "
                        f"({'; '.join(sorted(set(held.failed.values())))})")
-    if not copier.regs or not _alive(mm):
+    if not copier.raw or not _alive(mm):
         raise ExitedDuringAttach(f"pid {pid} exited while being attached")
     return finish(pid, infos, held, copier.regs, copier.mappings, regions + copier.regions,
                   stopped_at, longest, mm)
@@ -149,17 +150,31 @@ class _Copier:
         self.mappings = mappings
         self.index = MapIndex(mappings)
         self.window = window
-        self.regs: dict[int, dict[int, int]] = {}
+        self.raw: dict = {}  # user_regs_struct per thread, converted after release
         self.regions: list[tuple[int, bytes]] = []
+        # opened before anything is held: one thread's stack is then one pread
+        try:
+            self.mem: int | None = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self.mem = None  # process_vm_readv will say why, if it cannot either
 
     def __call__(self, held: "Held") -> None:
-        got = held.registers()
-        if any(self.index.find(r[RSP]) is None for r in got.values()):
+        raw = held.raw_registers()
+        sps = {tid: r.rsp for tid, r in raw.items()}
+        if any(self.index.find(sp) is None for sp in sps.values()):
             # a stack the mapping list did not show yet: a thread created since
             self.mappings = _maps(self.pid)
             self.index = MapIndex(self.mappings)
-        self.regions += copy_stacks(self.pid, self.index, got, self.window)
-        self.regs.update(got)
+        self.regions += copy_stacks(self.pid, self.index, sps, self.window, self.mem)
+        self.raw.update(raw)
+
+    @property
+    def regs(self) -> dict[int, dict[int, int]]:
+        return {tid: by_number(r) for tid, r in self.raw.items()}
+
+    def close(self) -> None:
+        if self.mem is not None:
+            os.close(self.mem)
 
 
 def _maps(pid: int) -> list[Mapping]:
@@ -322,15 +337,17 @@ class Held:
         return True
 
     def registers(self) -> dict[int, dict[int, int]]:
+        return {tid: by_number(raw) for tid, raw in self.raw_registers().items()}
+
+    def raw_registers(self) -> dict:
+        """user_regs_struct per stopped thread (converted once released)."""
         regs = {}
         for tid in self.stopped:
             try:
-                raw = ptrace_func.ptrace_getregs(tid)
+                regs[tid] = ptrace_func.ptrace_getregs(tid)
             except PtraceError as e:
                 self.failed[tid] = ("exited while being stopped" if e.errno == errno.ESRCH
                                     else f"cannot read registers: {os.strerror(e.errno or 0)}")
-                continue
-            regs[tid] = {NUMBERS[name]: getattr(raw, name) for name in NUMBERS}
         return regs
 
     def release(self) -> None:
@@ -344,22 +361,40 @@ class Held:
 
 
 def copy_stacks(pid: int, mappings: list[Mapping] | MapIndex,
-                regs: dict[int, dict[int, int]], window: int) -> list[tuple[int, bytes]]:
+                regs: dict[int, dict[int, int] | int], window: int,
+                mem: int | None = None) -> list[tuple[int, bytes]]:
     """Each thread's stack from just below rsp up to `window` bytes (or the
-    end of its mapping), in one process_vm_readv."""
+    end of its mapping), in one read: a pread of `mem` (an open
+    /proc/PID/mem) for one range, else one process_vm_readv. `regs` gives
+    each thread's registers, or just its rsp."""
     index = mappings if isinstance(mappings, MapIndex) else MapIndex(mappings)
     wanted = []
     for r in regs.values():
-        m = index.find(r[RSP])
+        sp = r if isinstance(r, int) else r[RSP]
+        m = index.find(sp)
         if m is not None:
-            wanted.append((max(m.start, r[RSP] - RED_ZONE), min(m.end, r[RSP] + window)))
-    return copy_ranges(pid, wanted)
+            wanted.append((max(m.start, sp - RED_ZONE), min(m.end, sp + window)))
+    return copy_ranges(pid, wanted, mem)
 
 
-def copy_ranges(pid: int, spans: list[tuple[int, int]]) -> list[tuple[int, bytes]]:
+def copy_ranges(pid: int, spans: list[tuple[int, int]],
+                mem: int | None = None) -> list[tuple[int, bytes]]:
     ranges = merge_spans(spans)
+    if mem is not None and len(ranges) == 1:
+        (start, size), = ranges
+        try:
+            data = os.pread(mem, size, start)
+        except OSError:
+            data = b""
+        if len(data) == size:
+            return [(start, data)]
     return [(start, data) for (start, size), data in zip(ranges, read_ranges(pid, ranges))
             if data is not None]
+
+
+def by_number(raw) -> dict[int, int]:
+    """A user_regs_struct as known registers by DWARF number."""
+    return {number: getattr(raw, name) for name, number in NUMBERS.items()}
 
 
 def merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
