@@ -308,6 +308,9 @@ class Held:
                     break
                 if time.monotonic() < spin_until:
                     continue  # a running thread traps within microseconds
+                # a killed thread whose exit waits on threads we hold never
+                # reports it: ask /proc instead of waiting out the deadline
+                pending = [tid for tid in pending if not self._dead(tid)]
                 left = deadline - time.monotonic()
                 if left <= 0:
                     for tid in pending:
@@ -319,6 +322,12 @@ class Held:
                 signal.sigtimedwait({signal.SIGCHLD}, min(left, 0.05))
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+    def _dead(self, tid: int) -> bool:
+        if procfs.state(self.pid, tid) in (None, "Z", "X"):
+            self.failed[tid] = "exited while being stopped"
+            return True
+        return False
 
     def _reap(self, tid: int) -> bool:
         """True once the thread has stopped or gone."""
@@ -357,6 +366,11 @@ class Held:
             except PtraceError as e:
                 if e.errno != errno.ESRCH:
                     self.errors.append(f"thread {tid}: detach failed: {e}")
+                    continue
+                try:  # killed while held: reap it, or its exit waits for ours
+                    os.waitpid(tid, os.WNOHANG | WALL)
+                except ChildProcessError:
+                    pass
         self.seized -= set(self.stopped)
 
 

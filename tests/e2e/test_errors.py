@@ -173,24 +173,54 @@ def test_process_exits_right_after_start(collector):
     assert_one_line_error(r, r.rc)
 
 
+def any_thread_traced(pid: int) -> bool:
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                if re.search(r"^TracerPid:\s*[1-9]", f.read(), re.M):
+                    return True
+        except OSError:
+            pass
+    return False
+
+
 def test_process_exits_during_attach(builder, spawn, collector):
-    """exit_on_trace.c: 65 parked threads and a child process that SIGKILLs
-    them the moment the main thread shows a TracerPid, i.e. while the
-    collector holds (some of) the threads. Five rounds. Each round must end
-    either in exit 8 (exited during attach) or 3 (gone) with one line on
-    stderr, or in exit 0 with an honest report: every thread either complete
-    (walked to its root: main or worker) or marked with an `error`, unless the
-    report's `errors` says what was lost."""
-    exe = builder.build("exit_on_trace.c")
+    """vfork_wait.c with 16 parked workers: with --freeze the collector holds
+    every worker while it waits (--stop-timeout 10) for the main thread, which
+    cannot stop (it waits in vfork). The test SIGKILLs the process in that
+    window. Three rounds. Each must end in exit 8 (exited during attach) or 3
+    (gone) with one line on stderr, or in exit 0 with an honest report: every
+    thread either complete (walked to its root) or marked with an `error`,
+    unless the report's `errors` says what was lost; never a hang."""
+    exe = builder.build("vfork_wait.c")
     outcomes = []
-    for _ in range(5):
-        t = spawn(exe)
-        reaper = threading.Thread(target=t.proc.wait)
-        reaper.start()
-        r = collector("attach", t.pid)
-        reaper.join(timeout=10)
-        assert not reaper.is_alive(), "the target was never killed: its watcher saw no tracer"
-        assert t.proc.returncode == -signal.SIGKILL, f"target rc {t.proc.returncode}"
+    for _ in range(3):
+        t = spawn(exe, 30, 16, parked=None)
+        deadline = time.monotonic() + 5
+        while proc_state(t.pid) != "D":  # the main thread is in its vfork wait
+            assert time.monotonic() < deadline, "the target never entered its vfork wait"
+            time.sleep(0.01)
+        result = []
+        attach = threading.Thread(target=lambda: result.append(
+            collector("attach", "--freeze", "--stop-timeout", "10", t.pid)))
+        attach.start()
+        deadline = time.monotonic() + 20
+        while not any_thread_traced(t.pid):
+            assert time.monotonic() < deadline and attach.is_alive(), "the collector never attached"
+            time.sleep(0.005)
+        with open(f"/proc/{t.pid}/task/{t.pid}/children") as f:
+            vfork_child = int(f.read().split()[0])
+        os.kill(t.pid, signal.SIGKILL)
+        os.kill(vfork_child, signal.SIGKILL)  # it holds the target's stdout open
+        t0 = time.monotonic()
+        attach.join(timeout=60)
+        assert not attach.is_alive(), "the collector hung after its target was killed"
+        assert time.monotonic() - t0 < 9, "the collector waited out its stop timeout for a dead process"
+        r = result[0]
         outcomes.append(r.rc)
         if r.rc != 0:
             assert r.rc in (3, 8), f"the target exited during the attach; expected exit 8 (or 3)\n{r}"
