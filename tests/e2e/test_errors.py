@@ -237,3 +237,26 @@ def test_process_exits_during_attach(builder, spawn, collector):
             f"{len(silent)} threads without saying so (no thread error, errors == [])\n"
             + "\n".join(silent[:5]))
     print("exit codes:", outcomes)
+
+
+def test_already_traced_by_another_tracer(builder, spawn, collector):
+    """Another tracer (a debugger, strace) holds the main thread: exit 4 with
+    a message naming that tracer; the other tracer keeps it."""
+    t = spawn(builder.build("chain.c"))
+    code = ("import sys, time\n"
+            "from ptrace.binding import func\n"
+            "func.ptrace(0x4206, int(sys.argv[1]), 0, 0)\n"  # PTRACE_SEIZE
+            "print('seized', flush=True)\n"
+            "time.sleep(60)\n")
+    other = subprocess.Popen([sys.executable, "-c", code, str(t.pid)], stdout=subprocess.PIPE,
+                             text=True, env=collector_env())
+    try:
+        assert other.stdout.readline().strip() == "seized"
+        r = collector("attach", t.pid)
+        msg = assert_one_line_error(r, 4)
+        assert f"traced by pid {other.pid}" in msg, msg
+        with open(f"/proc/{t.pid}/status") as f:
+            assert re.search(rf"^TracerPid:\s*{other.pid}$", f.read(), re.M)
+    finally:
+        other.kill()
+        other.wait()
