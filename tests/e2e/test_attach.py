@@ -363,3 +363,20 @@ def test_main_thread_gone_with_pthread_exit(builder, spawn, collector):
     assert len(r.report["threads"]) == 1, r.report["threads"]
     assert_chain(r.report["threads"][0], ["park", "c", "b", "a", "worker"])
     assert any(str(t.pid) in e and "exited" in e for e in r.report["errors"]), r.report["errors"]
+
+
+def test_deleted_executable_is_read_through_map_files(builder, spawn, collector, tmp_path):
+    """The program's file is deleted (or replaced) after it started: its
+    code is still read, through /proc/PID/map_files, and named."""
+    exe = tmp_path / "chain"
+    exe.write_bytes(builder.build("chain.c").read_bytes())
+    exe.chmod(0o755)
+    t = spawn(exe)
+    exe.unlink()
+    exe.write_bytes(b"not the program any more\n")  # a different file at the same path
+    r = collector("attach", t.pid)
+    assert r.rc == 0, str(r)
+    main = r.report["threads"][0]
+    assert_chain(main, ["park", "c", "b", "a", "main"])
+    module = next(f["module"] for f in main["frames"] if norm(f["function"]) == "main")
+    assert module.endswith("(deleted)"), module
