@@ -27,6 +27,11 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
 SCHEMA_PATH = REPO / "collector" / "schema" / "report-v1.json"
 
+# No tool in the tests (eu-stack, gdb, the collector) may reach for a
+# debuginfod server the machine's profile names: there is no network here,
+# and a test that wants one starts its own and says so.
+os.environ.pop("DEBUGINFOD_URLS", None)
+
 COLLECTOR_TIMEOUT = 60.0  # a hung collector fails its test, never the suite
 NOBODY = 65534
 
