@@ -9,6 +9,8 @@ import pytest
 from unwinder.cfi import CfiError, RegisterUnknown, evaluate
 from unwinder.space import MemoryFault
 
+from leb128 import S
+
 MASK = (1 << 64) - 1
 MEMORY = {0x1000: 0x1122334455667788, 0x2000: 0x1000}
 
@@ -29,13 +31,7 @@ def lit(n: int) -> bytes:
 
 
 def const(n: int) -> bytes:  # DW_OP_consts
-    out = bytearray(b"\x11")
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        done = (n == 0 and not byte & 0x40) or (n == -1 and byte & 0x40)
-        out.append(byte | (0 if done else 0x80))
-        if done:
-            return bytes(out)
+    return b"\x11" + S(n)
 
 
 @pytest.mark.parametrize("expr, value", [

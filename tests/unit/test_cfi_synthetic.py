@@ -23,6 +23,8 @@ from unwinder.cfi.encoding import PointerBases, read_pointer, sleb, uleb
 from unwinder.regs import NAMES, R12, RAX, RBP, RBX, RDI, RIP, RSP
 from unwinder.space import FakeSpace, MemoryFault, read_u64
 
+from leb128 import S, U
+
 EH_ADDR = 0x40_0000   # link-time address of the synthetic .eh_frame
 HDR_ADDR = 0x3F_F000  # ... and of its .eh_frame_hdr
 FUNC = 0x1000         # the first synthetic function
@@ -30,25 +32,6 @@ MASK = (1 << 64) - 1
 
 
 # --- a tiny assembler -------------------------------------------------------------------------
-
-def U(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def S(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        done = (n == 0 and not byte & 0x40) or (n == -1 and byte & 0x40)
-        out.append(byte | (0 if done else 0x80))
-        if done:
-            return bytes(out)
-
 
 def enc_ptr(value: int, enc: int, field_addr: int, text: int = 0, data: int = 0) -> bytes:
     app, fmt = enc & 0x70, enc & 0x0F
