@@ -1,8 +1,9 @@
-"""The `collector` command. The only place that turns errors into exit codes.
+"""The `collector` command: parse, configure, dispatch, and the only place
+that turns errors into exit codes.
 
-Each command is a module with `register(subparsers)` that sets `run` (args ->
-report dict, or None when there is nothing to report) on its parser; every
-report leaves through `emit`.
+Each command is a module of commands/ with `register(subparsers)` that sets
+`func` (args -> report dict, or None when there is nothing more to report)
+on its parser; a report it returns leaves through the outlet.
 """
 from __future__ import annotations
 
@@ -11,55 +12,9 @@ import os
 import sys
 
 from . import __version__, config
-from .errors import EXIT_CODES, CollectorError
-
-EPILOG = "exit codes:\n" + "\n".join(f"  {code:<3} {what}" for code, what in EXIT_CODES)
-
-
-def size(text: str) -> int:
-    try:
-        return config.parse_size(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 256K, 1M)") from None
-
-
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number: {text!r}")
-    return value
-
-
-def add_unwind_options(p: argparse.ArgumentParser) -> None:
-    from .symbolize import add_budget_option
-    p.add_argument("--format", choices=("json", "text"), default="json")
-    p.add_argument("--max-frames", type=positive, default=1024, metavar="N",
-                   help="frames per thread at most (default 1024)")
-    add_budget_option(p)
-
-
-def add_stop_options(p: argparse.ArgumentParser) -> None:
-    """How much a command that stops a live process copies, and how long it waits."""
-    p.add_argument("--stack-window", type=size, default="256K", metavar="BYTES",
-                   help="stack bytes copied per thread while stopped (default 256K)")
-    p.add_argument("--stop-timeout", type=float, default=2.0, metavar="SECONDS",
-                   help="how long to wait for every thread to stop (default 2)")
-
-
-def command_parser(sub, name: str, **kw) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
-    config.add_arguments(p, suppress=True)
-    return p
-
-
-# command -> the module that registers it
-COMMANDS = {"attach": "attach", "run": "run", "watch": "watch", "core": "core",
-            "serve": "serve", "install-handler": "handler", "uninstall-handler": "handler",
-            "symbolize": "symbolize", "flush": "deliver"}
+from .commands import COMMANDS
+from .commands.options import EPILOG
+from .errors import CollectorError
 
 
 def _modules(argv: list[str]) -> list[str]:
@@ -80,24 +35,19 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     config.add_arguments(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _modules(sys.argv[1:] if argv is None else argv):
-        importlib.import_module(f".{name}", __package__).register(sub)
+        importlib.import_module(f".commands.{name}", __package__).register(sub)
     return p
 
 
-def emit(report: dict, args) -> None:
-    args.delivery.deliver(report)
-
-
 def configure(args) -> None:
-    """Read the configuration and set up logging and delivery (before any
+    """Read the configuration and set up logging and the outlet (before any
     target is touched, so that a bad file stops us early)."""
     from . import logging
-    from .deliver import Delivery
+    from .delivery.outlet import Outlet
     cfg = config.load(args.config, tuple(args.set))
     log = cfg["log"]
     logging.setup(args.log_level or log["level"], log["target"])
-    text = getattr(args, "format", None) == "text"  # else the configuration decides
-    args.delivery = Delivery(cfg, args.sink, "text" if text else None)
+    args.outlet = Outlet(cfg, args)
 
 
 def std_streams() -> None:
@@ -120,12 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser(argv).parse_args(argv)
     try:
         configure(args)
-        report = args.run(args)
-        if report is not None and getattr(args, "symbolize_budget", 0) > 0:
-            from .symbolize import symbolize  # after the target is released
-            symbolize(report, args.symbolize_budget)
+        report = args.func(args)
         if report is not None:
-            emit(report, args)
+            args.outlet.emit(report)
         return getattr(args, "exit_status", 0)
     except CollectorError as e:
         print(f"collector: {e}", file=sys.stderr)

@@ -1,27 +1,30 @@
-"""From an AddressSpace and what is known of its threads to report parts:
-shared by every way of producing a report (attach, run, watch, core)."""
+"""From a target's state to a report: unwind every thread of an
+AddressSpace and build the report dict. Shared by every way of producing a
+report: a live process (attach), a traced one that crashes (run, watch),
+a core file or the kernel's core stream (core, serve)."""
 from __future__ import annotations
 
 import os
-import stat
-from dataclasses import dataclass
+import signal
+import time
 
 from unwinder.dynamic import registered
+from unwinder.elf import ElfError, ElfFile
+from unwinder.files import open_regular
 from unwinder.modules import ImageCache, Module, ModuleMap
 from unwinder.walk import unwind
 
 from . import report
+from .errors import BadCore
 from .targets import procfs
+from .targets.corefile import CoreError, CoreSpace, Layout, open_core
+from .targets.crashed import Crashed
+from .targets.procfs import ThreadInfo
+from .targets.stream import stream
 
 MAX_PERF_MAP = 16 << 20
-
-
-@dataclass
-class ThreadInfo:
-    tid: int
-    name: str | None
-    state: str | None          # the /proc state letter before the collector touched it
-    error: str | None = None
+PAGE = 4096
+FAULT_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGTRAP}
 
 
 def unwind_threads(space, infos: list[ThreadInfo], max_frames: int,
@@ -48,10 +51,201 @@ def _perf_map(pid: int | None) -> tuple[str | None, str]:
     nspid = (procfs.status_field(pid, "NSpid") or str(pid)).split()[-1]
     name = f"/tmp/perf-{nspid}.map"
     try:
-        fd = os.open(f"/proc/{pid}/root{name}", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = open_regular(f"/proc/{pid}/root{name}", follow=False)
     except OSError:
         return None, name
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            return None, name
         return f.read(MAX_PERF_MAP).decode("utf-8", "replace"), name
+
+
+def from_capture(source: str, process: dict, cap, t0: float, max_frames: int,
+                 cache: ImageCache | None = None, released: bool = True) -> dict:
+    """Unwind a live capture into a report. `released`: the target ran again
+    after the copy, so reads outside it are late (run and watch unwind while
+    the dying process is still held: their reads are exact)."""
+    t1 = time.monotonic()
+    space = cap.snapshot
+    threads, modules, errors = unwind_threads(space, cap.threads, max_frames, cache)
+    unwind_ms = (time.monotonic() - t1) * 1000
+    errors = cap.errors + errors
+    if space.late_reads and released:
+        errors.append(f"{space.late_reads} reads fell outside the stack copies and were "
+                      "served from the running process after it was released "
+                      "(raise --stack-window to copy more)")
+    space.close()
+    snapshot = {"bytes_copied": space.bytes_copied, "late_reads": space.late_reads,
+                "missing_reads": space.missing_reads}
+    timings = {"stopped_ms": round(cap.stopped_ms, 3), "unwind_ms": round(unwind_ms, 3),
+               "total_ms": round((time.monotonic() - t0) * 1000, 3)}
+    return report.build(source, process, threads, modules, cap.stopped_at, timings,
+                        errors, snapshot)
+
+
+def crash_report(source: str, crash, max_frames: int, cache: ImageCache | None = None) -> dict:
+    """The report of a traced process's crash, built while it is still held."""
+    cap = crash.capture
+    process = report.process_info(cap.snapshot.pid)
+    # /proc says tracing-stop because we hold it; it was running into the fault
+    process["state"] = "running"
+    out = from_capture(source, process, cap, crash.t0, max_frames, cache, released=False)
+    out["signal"] = signal_dict(crash.siginfo, crash.signal)
+    for thread in out["threads"]:
+        if thread["tid"] == crash.tid:
+            thread["crashed"] = True
+    return out
+
+
+def signal_dict(siginfo: dict | None, fallback: int | None) -> dict | None:
+    signo = siginfo["signo"] if siginfo else fallback
+    if not signo:
+        return None
+    try:
+        name = signal.Signals(signo).name
+    except ValueError:
+        name = None
+    out = {"number": signo, "name": name}
+    if siginfo:
+        out["si_code"] = siginfo["code"]
+        # si_addr means the faulting address only for a kernel-raised fault
+        if signo in FAULT_SIGNALS and siginfo["code"] > 0:
+            out["si_addr"] = siginfo["addr"]
+    return out
+
+
+def core_process(layout: Layout | None, pid: int | None) -> dict:
+    """Process fields the core itself holds (NT_PRPSINFO; pr_psargs keeps
+    only the first 80 bytes of the command line)."""
+    ps = layout.notes.psinfo if layout else None
+    out = {"pid": pid if pid is not None else (ps["pid"] if ps else 0), "exe": None,
+           "cmdline": ps["args"].split() if ps else [], "uid": None, "gid": None,
+           "state": None}
+    if ps:
+        out.update(ppid=ps["ppid"], name=ps["name"], uid=ps["uid"], gid=ps["gid"])
+    if layout:
+        entry = layout.notes.auxv.get(9)  # AT_ENTRY: the executable's entry point
+        for start, (end, _, path) in layout.notes.files.items():
+            if entry is not None and start <= entry < end:
+                out["exe"] = path
+    return out
+
+
+def stale_files(space: CoreSpace, modules: list[Module]) -> list[str]:
+    """A file on disk may not be the one that crashed (rebuilt, upgraded):
+    compare its build-id with the one in the ELF header page the kernel
+    dumps (coredump_filter bit 4, on by default)."""
+    out = []
+    for m in modules:
+        page = space.dumped(m.start, PAGE) if m.build_id else None
+        try:
+            dumped = ElfFile(page, m.path).build_id() if page else None
+        except ElfError:
+            continue
+        if dumped and dumped != m.build_id:
+            m.error = f"build-id {m.build_id} on disk, {dumped} in the core"
+            out.append(f"{m.path}: the file here is not the one that crashed "
+                       f"({m.error}): its frames are not to be trusted")
+    return out
+
+
+def core_report(space: CoreSpace | None, process: dict, errors: list[str],
+                 max_frames: int, stopped_at: float, timings: dict, core_info: dict,
+                 sig: dict | None, tids: dict[int, tuple[int, str | None]] | None = None,
+                 cache: ImageCache | None = None) -> dict:
+    """The report: threads in the order main, then by tid, the thread that
+    dumped (the first NT_PRSTATUS) marked `crashed`. `tids` translates the
+    core's thread ids (the process's pid namespace) to ours, with names."""
+    tids = tids or {}
+    threads, modules = [], []
+    t0 = time.monotonic()
+    if space is not None:
+        notes = space.layout.notes
+        ps_pid = notes.psinfo["pid"] if notes.psinfo else None
+        # the core names no thread; /proc does while the process exists
+        infos = [ThreadInfo(tid, tids.get(tid, (tid, None))[1]
+                            or (process.get("name") if tid == ps_pid else None), None)
+                 for tid, _ in notes.threads]
+        threads, modules, unwind_errors = unwind_threads(space, infos, max_frames, cache)
+        errors = errors + unwind_errors + stale_files(space, modules)
+        for i, thread in enumerate(threads):
+            thread["tid"] = tids.get(thread["tid"], (thread["tid"], None))[0]
+            if i == 0:
+                thread["crashed"] = True
+        main = tids.get(ps_pid, (ps_pid, None))[0]
+        threads.sort(key=lambda t: (t["tid"] != main, t["tid"]))
+        space.close()
+    timings = dict(timings, unwind_ms=round((time.monotonic() - t0) * 1000, 3))
+    out = report.build("core", process, threads, modules, stopped_at, timings, errors, {})
+    out["core"] = core_info
+    if sig:
+        out["signal"] = sig
+    return out
+
+
+def from_core_file(path: str, max_frames: int, cache: ImageCache | None = None) -> dict:
+    t0 = time.monotonic()
+    try:
+        space, size = open_core(path)
+    except CoreError as e:
+        raise BadCore(f"{path}: {e}") from None
+    layout = space.layout
+    process = core_process(layout, None)
+    core_info = {"path": os.path.abspath(path), "bytes": size, "expected_bytes": layout.size}
+    timings = {"stopped_ms": 0.0, "read_ms": round((time.monotonic() - t0) * 1000, 3)}
+    out = core_report(space, process, list(layout.errors), max_frames,
+                      os.stat(path).st_mtime, timings, core_info,
+                      signal_dict(layout.notes.siginfo, None), cache=cache)
+    out["timings"]["total_ms"] = round((time.monotonic() - t0) * 1000, 3)
+    return out
+
+
+def from_core_stream(fd: int, kernel: dict, errors: list[str], opts, pidfd: int | None = None,
+                     cache: ImageCache | None = None) -> dict:
+    """The core arriving on `fd` from the kernel. The crashed process is
+    held by the kernel until the core has been read, so its /proc entry is
+    read first; its mapped files are opened as soon as the notes name them."""
+    t0 = time.monotonic()
+    pid = kernel.get("P")
+    crashed = Crashed(pid, pidfd if pidfd is not None else kernel.get("F")) if pid else None
+    live = crashed.info() if crashed else {}
+    tids = crashed.threads() if crashed else {}
+    files = None
+    if crashed is not None:
+        def files(layout):  # those holding code: the modules
+            mapped = layout.notes.files.items()
+            code = {path for start, (_, _, path) in mapped if layout.is_code(start)}
+            return crashed.open_files([(start, end, path) for start, (end, _, path) in mapped
+                                       if path in code])
+    got = stream(fd, opts.stack_window, opts.keep, opts.idle_timeout, files)
+    read_ms = (time.monotonic() - t0) * 1000
+    if crashed is not None:
+        if crashed.error:
+            errors = errors + [crashed.error]
+        crashed.close()
+    process = core_process(got.layout, pid)
+    process.update(live)
+    for key, letter in (("uid", "u"), ("gid", "g")):
+        if process.get(key) is None and letter in kernel:
+            process[key] = kernel[letter]
+    if "e" in kernel and not process.get("name"):
+        process["name"] = kernel["e"]
+    core_info = {"bytes": got.bytes_read, "kept_bytes": got.bytes_kept,
+                 "expected_bytes": got.layout.size if got.layout else None,
+                 "read_ms": round(read_ms, 3)}
+    if "I" in kernel:
+        core_info["crashed_tid"] = kernel["I"]
+    timings = {"stopped_ms": round(read_ms, 3), "read_ms": round(read_ms, 3)}
+    sig = signal_dict(got.layout.notes.siginfo if got.layout else None, kernel.get("s"))
+    out = core_report(got.space, process, errors + got.errors, opts.max_frames,
+                      kernel.get("t", time.time()), timings, core_info, sig, tids, cache)
+    if "h" in kernel:
+        out["host"]["hostname"] = kernel["h"]
+    out["timings"]["total_ms"] = round((time.monotonic() - t0) * 1000, 3)
+    return out
+
+
+def failure_report(kernel: dict, why: str) -> dict:
+    """What is left to say when handling a core failed outright."""
+    process = core_process(None, kernel.get("P"))
+    process.update(name=kernel.get("e"), uid=kernel.get("u"), gid=kernel.get("g"))
+    return report.build("core", process, [], [], kernel.get("t", time.time()),
+                        {"stopped_ms": 0.0, "unwind_ms": 0.0}, [why], {})

@@ -10,10 +10,11 @@ Network I/O lives in collector/, not in the engine: the engine receives
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 
 from unwinder.debuginfo import is_build_id
+
+from .files import write_atomic
 
 DEFAULT_TIMEOUT = 10.0   # seconds per request, unless $DEBUGINFOD_TIMEOUT says otherwise
 MISS_TTL = 600           # a build-id no server has is not asked again for this long
@@ -112,10 +113,5 @@ class Debuginfod:
         return True
 
     def _write(self, path: str, chunks: list[bytes]) -> None:
-        directory = os.path.dirname(path)
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-        os.replace(tmp, path)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        write_atomic(path, chunks)

@@ -46,7 +46,6 @@ class HandlerError(CollectorError):
     exit_code = 11
 
 
-
 class ConfigError(CollectorError):
     exit_code = 12
 
@@ -57,6 +56,14 @@ class NotDelivered(CollectorError):
 
 class FlushIncomplete(CollectorError):
     exit_code = 14
+
+
+class BadReport(UsageError):
+    """`collector symbolize` was given something that is not a report."""
+
+
+class CannotRun(CollectorError):
+    exit_code = 127  # as a shell says of a program it cannot execute
 
 
 EXIT_CODES = [
@@ -75,4 +82,5 @@ EXIT_CODES = [
     (ConfigError.exit_code, "invalid configuration (the message names the file, line and key)"),
     (NotDelivered.exit_code, "a report reached no sink and could not be spooled either"),
     (FlushIncomplete.exit_code, "spooled reports could not all be delivered (they stay spooled)"),
+    (CannotRun.exit_code, "run: the program cannot be executed"),
 ]

@@ -7,7 +7,7 @@ import json
 import re
 import sys
 
-from .redact import scrub_event
+from .delivery.redact import scrub_event
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 PRIORITY = {"debug": "7", "info": "6", "warning": "4", "error": "3", "critical": "2"}
@@ -19,7 +19,7 @@ class JournalLogger:
     stderr when there is no journal."""
 
     def msg(self, pairs: list[tuple[str, str]]) -> None:
-        from .sinks.journald import send_fields
+        from .journal import send_fields
         try:
             send_fields(JOURNAL_SOCKET, pairs)
         except OSError:

@@ -50,8 +50,7 @@ def frame_dict(frame) -> dict:
     rel_pc = module.link(frame.pc) if module else None
     function = offset = None
     if module is not None and module.image is not None and rel_pc is not None:
-        # a signal trampoline is entered at its first byte, not returned into
-        at = frame.pc if frame.signal_frame else frame.lookup_pc
+        at = frame.symbol_pc
         found = module.image.symbols.lookup(module.link(at))
         if found:
             function, offset = found[0], found[1] + (frame.pc - at)

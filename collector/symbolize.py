@@ -1,7 +1,8 @@
 """Function names, file:line and inlined frames for a report, from each
 frame's build_id + rel_pc alone: run on every report once the target is
-released, and later by `collector symbolize REPORT.json` on a machine that
-has the debug files (locally, or from debuginfod).
+released (through the delivery outlet), and later by `collector symbolize
+REPORT.json` on a machine that has the debug files (locally, or from
+debuginfod).
 
 Inlined frames come out as extra frames with `inlined: true`, innermost
 first, before the physical frame they are part of; the physical frame keeps
@@ -9,7 +10,6 @@ pc, sp, cfa and method, and its file:line is the outermost call site.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -17,25 +17,25 @@ from unwinder.debuginfo import is_build_id, local_debug_file
 from unwinder.demangle import demangle
 from unwinder.elf import ElfError
 from unwinder.modules import Image, ImageCache
+from unwinder.walk import symbol_pc
 
 from .debuginfod import Debuginfod
-from .errors import CollectorError
 
-DEFAULT_BUDGET = 10.0
 _LINE_FIELDS = ("file", "line", "column", "linkage_name")
 
 
-class BadReport(CollectorError):
-    exit_code = 2  # the input is wrong: a usage error
-
-
 class Symbolizer:
-    def __init__(self, budget: float):
+    """`cache`: the images the report was unwound with (the same files, even
+    where the target's paths do not open here)."""
+
+    def __init__(self, budget: float, cache: ImageCache | None = None):
         self.start = time.monotonic()
         self.deadline = self.start + budget
         self.budget = budget
         self.debuginfod = Debuginfod.from_env(self.deadline)
-        self.cache = ImageCache(self.debuginfod.fetch if self.debuginfod else None)
+        self.cache = cache or ImageCache()
+        if self.debuginfod and self.cache.fetch_debug is None:
+            self.cache.fetch_debug = self.debuginfod.fetch
         self._images: dict[tuple, Image | None] = {}
         self.errors: list[str] = []
         self.skipped = 0
@@ -63,7 +63,10 @@ class Symbolizer:
         out: list[dict] = []
         after_signal = False
         for i, frame in enumerate(physical):
-            out += self.frame(frame, exact=i == 0 or after_signal or frame.get("signal_frame"))
+            pc = frame.get("pc")
+            exact = isinstance(pc, int) and \
+                symbol_pc(pc, i, after_signal, bool(frame.get("signal_frame"))) == pc
+            out += self.frame(frame, exact)
             after_signal = bool(frame.get("signal_frame"))
         for index, frame in enumerate(out):
             frame["index"] = index
@@ -126,6 +129,9 @@ class Symbolizer:
     def _open(self, path, build_id):
         if not isinstance(build_id, (str, type(None))):
             return None
+        unwound = self.cache.named.get((path, build_id)) if isinstance(path, str) else None
+        if unwound is not None:
+            return unwound
         if isinstance(path, str) and os.path.isfile(path):
             try:
                 image = self.cache.from_file(path, path)
@@ -161,40 +167,5 @@ def _place(frame: dict, loc) -> None:
             frame[key] = value
 
 
-def symbolize(report: dict, budget: float) -> dict:
-    return Symbolizer(budget).report(report)
-
-
-def _run(args) -> dict:
-    try:
-        with open(args.report) as f:
-            report = json.load(f)
-    except (OSError, ValueError) as e:
-        raise BadReport(f"cannot read the report {args.report}: {e}") from None
-    threads = report.get("threads") if isinstance(report, dict) else None
-    if not isinstance(threads, list) or not isinstance(report.get("errors", []), list) or \
-            not isinstance(report.get("timings", {}), dict) or not all(
-            isinstance(t, dict) and isinstance(t.get("frames", []), list) and
-            all(isinstance(f, dict) for f in t.get("frames", [])) for t in threads):
-        raise BadReport(f"{args.report} is not a collector report (threads of frames)")
-    return report  # the CLI symbolizes every report on its way out
-
-
-def register(sub) -> None:
-    from .cli import command_parser
-    p = command_parser(sub, "symbolize", help="add functions, file:line and inlined frames "
-                       "to a report taken elsewhere",
-                       description="Symbolize REPORT.json from each frame's build_id and "
-                       "rel_pc, with local debug files and debuginfod ($DEBUGINFOD_URLS), "
-                       "and print the enriched report.")
-    p.add_argument("report", metavar="REPORT.json")
-    p.add_argument("--format", choices=("json", "text"), default="json")
-    add_budget_option(p)
-    p.set_defaults(run=_run)
-
-
-def add_budget_option(p) -> None:
-    p.add_argument("--symbolize-budget", type=float, default=DEFAULT_BUDGET, metavar="SECONDS",
-                   help="time for symbolization (debug files, debuginfod) per report; frames "
-                   f"not reached keep what the unwinder found (default {DEFAULT_BUDGET:g}; "
-                   "0 turns symbolization off)")
+def symbolize(report: dict, budget: float, cache: ImageCache | None = None) -> dict:
+    return Symbolizer(budget, cache).report(report)

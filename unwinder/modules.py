@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from .cfi import CfiError, CfiTable, Row
 from .debuginfo import is_build_id, local_debug_file, minidebuginfo
 from .elf import ElfError, ElfFile
+from .files import open_regular
 from .space import AddressSpace, Mapping, MemoryFault
 from .symbols import SymbolTable
 
@@ -26,11 +27,12 @@ class Image:
     """One ELF file's contents and the tables decoded from it, shared by every
     mapping of the same file (keyed by file identity in ImageCache)."""
 
-    def __init__(self, elf: ElfFile, path: str, debug_file_finder=None):
+    def __init__(self, elf: ElfFile, path: str, cache: ImageCache | None = None):
         self.elf = elf
         self.path = path
         self.build_id = elf.build_id()
-        self._find_debug = debug_file_finder
+        self._cache = cache  # where separate debug files are looked for, None: nowhere
+        self._fetched = False
         self._eh: CfiTable | None | bool = False  # False: not built yet
         self._debug: CfiTable | None | bool = False
         self._debug_file: ElfFile | None | bool = False
@@ -88,8 +90,13 @@ class Image:
         return None
 
     def _debug_elf(self) -> ElfFile | None:
-        if self._debug_file is False:
-            path = self._find_debug(self) if self._find_debug else None
+        # a miss found before fetching was allowed (while a target was held) is asked again
+        fetch = self._cache.fetch_debug if self._cache else None
+        if self._debug_file is False or (self._debug_file is None and fetch and not self._fetched):
+            if self._debug_file is None:
+                self._symbols = None  # made without the debug file's .symtab: made again
+            self._fetched = fetch is not None
+            path = debug_file_for(self, self.path, fetch) if self._cache else None
             elf = load_elf(path) if path else None
             if elf is not None and self.build_id and elf.build_id() not in (None, self.build_id):
                 self.errors.append(f"{self.path}: debug file {path} is for another build")
@@ -137,7 +144,7 @@ class Image:
 
 def load_elf(path: str) -> ElfFile | None:
     try:
-        with open(path, "rb") as f:
+        with open(open_regular(path), "rb") as f:
             data = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
         return ElfFile(data, path)
     except (OSError, ValueError):
@@ -155,16 +162,20 @@ def debug_file_for(image: Image, real_path: str, fetch=None) -> str | None:
 
 class ImageCache:
     """Images keyed by file identity, so a module's tables are decoded once
-    per run however many processes or mappings share it. `fetch_debug`
-    (build_id -> path | None) is asked for debug files not found locally."""
+    per run however many processes or mappings share it, unwinding and
+    symbolization alike. `fetch_debug` (build_id -> path | None) is asked for
+    debug files not found locally; it is set only once no target is held."""
 
     def __init__(self, fetch_debug=None):
         self._images: dict[tuple, Image | str] = {}
         self.fetch_debug = fetch_debug
+        # (path as the target names it, build-id) -> the image opened for it,
+        # so a report's frames find the very file that was unwound
+        self.named: dict[tuple[str, str | None], Image] = {}
 
     def from_file(self, open_path: str, real_path: str) -> Image:
         """Raises ElfError / OSError with a reason."""
-        with open(open_path, "rb") as f:
+        with open(open_regular(open_path), "rb") as f:
             st = os.fstat(f.fileno())
             key = ("file", st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             cached = self._images.get(key)
@@ -173,14 +184,13 @@ class ImageCache:
                     raise ElfError(f"{real_path}: empty file")
                 data = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
                 try:
-                    cached = Image(ElfFile(data, real_path), real_path,
-                                   lambda image: debug_file_for(image, real_path,
-                                                                self.fetch_debug))
+                    cached = Image(ElfFile(data, real_path), real_path, self)
                 except ElfError as e:
                     cached = str(e)
                 self._images[key] = cached
         if isinstance(cached, str):
             raise ElfError(cached)
+        self.named[(real_path, cached.build_id)] = cached
         return cached
 
     def from_memory(self, data: bytes, name: str) -> Image:
@@ -189,6 +199,7 @@ class ImageCache:
         if cached is None:
             cached = Image(ElfFile(data, name), name)
             self._images[key] = cached
+        self.named[(name, cached.build_id)] = cached
         return cached
 
 

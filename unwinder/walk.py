@@ -37,9 +37,25 @@ class Frame:
 
     @property
     def lookup_pc(self) -> int:
-        """pc names the instruction after a call in callers: look up pc-1,
-        except in frame 0 and in a frame interrupted by a signal."""
-        return self.pc if self.index == 0 or self.after_signal else self.pc - 1
+        """Where this frame's CFI is looked up (see exact_pc)."""
+        return self.pc if exact_pc(self.index, self.after_signal) else self.pc - 1
+
+    @property
+    def symbol_pc(self) -> int:
+        return symbol_pc(self.pc, self.index, self.after_signal, self.signal_frame)
+
+
+def exact_pc(index: int, after_signal: bool) -> bool:
+    """pc names the instruction after a call in callers: look up pc-1,
+    except in frame 0 and in a frame interrupted by a signal."""
+    return index == 0 or after_signal
+
+
+def symbol_pc(pc: int, index: int, after_signal: bool, signal_frame: bool) -> int:
+    """Where a frame's function, file and line are looked up: as for CFI,
+    but a signal trampoline is entered at its first byte, not returned into
+    (its FDE starts a byte early for the CFI lookup at pc-1)."""
+    return pc if signal_frame or exact_pc(index, after_signal) else pc - 1
 
 
 @dataclass

@@ -11,6 +11,10 @@ from __future__ import annotations
 import os
 import re
 
+from unwinder.files import open_regular
+
+from .procfs import parse_status
+
 MAX_FILES = 512           # distinct mapped files opened through map_files
 _CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
@@ -75,12 +79,7 @@ class Crashed:
             return None
 
     def status(self, name: str = "status") -> dict[str, str]:
-        raw = self._read(name) or b""
-        out = {}
-        for line in raw.decode("utf-8", "replace").splitlines():
-            key, _, value = line.partition(":")
-            out[key] = value.strip()
-        return out
+        return parse_status((self._read(name) or b"").decode("utf-8", "replace"))
 
     def info(self) -> dict:
         """Process metadata fields for the report (only what could be read)."""
@@ -154,9 +153,8 @@ class Crashed:
             if path not in by_path:
                 by_path[path] = None
                 if len(by_path) <= MAX_FILES:
-                    try:
-                        fd = os.open(f"map_files/{start:x}-{end:x}", os.O_RDONLY | os.O_CLOEXEC,
-                                     dir_fd=self.fd)
+                    try:  # a device mapped where a file should be is not read
+                        fd = open_regular(f"map_files/{start:x}-{end:x}", dir_fd=self.fd)
                         by_path[path] = f"/proc/self/fd/{fd}"
                     except OSError:
                         pass

@@ -2,10 +2,20 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from unwinder.space import Mapping
 
 PF_KTHREAD = 0x00200000
+
+
+@dataclass
+class ThreadInfo:
+    tid: int
+    name: str | None
+    state: str | None          # the /proc state letter before the collector touched it
+    error: str | None = None
 
 
 def stat_fields(pid: int, tid: int | None = None) -> list[str]:
@@ -36,16 +46,40 @@ def comm(pid: int, tid: int) -> str | None:
         return None
 
 
-def status_field(pid: int, name: str) -> str | None:
+def new_threads(pid: int, done: Callable[[int], bool]) -> Iterator[list[int]]:
+    """Batches of the process's threads that `done` does not know yet, the
+    list read again after each batch is dealt with (threads are created
+    meanwhile), until a listing has none; ends when the process is gone."""
+    while True:
+        try:
+            fresh = [t for t in tids(pid) if not done(t)]
+        except OSError:
+            return
+        if not fresh:
+            return
+        yield fresh
+
+
+def parse_status(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        out[key] = value.strip()
+    return out
+
+
+def status(pid: int, tid: int | None = None) -> dict[str, str]:
+    """/proc/PID[/task/TID]/status as a dict; empty if it cannot be read."""
+    path = f"/proc/{pid}/status" if tid is None else f"/proc/{pid}/task/{tid}/status"
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key == name:
-                    return value.strip()
+        with open(path) as f:
+            return parse_status(f.read())
     except OSError:
-        pass
-    return None
+        return {}
+
+
+def status_field(pid: int, name: str) -> str | None:
+    return status(pid).get(name)
 
 
 def maps(pid: int) -> list[Mapping]:

@@ -12,6 +12,8 @@ import os
 
 from unwinder.space import Mapping, MemoryFault
 
+from .vmread import open_mem, pread_exact
+
 
 class Snapshot:
     def __init__(self, pid: int, mappings: list[Mapping], regs: dict[int, dict[int, int]],
@@ -46,13 +48,11 @@ class Snapshot:
     def _read_live(self, addr: int, size: int) -> bytes | None:
         if not self._live or addr < 0 or addr + size > 1 << 64:
             return None
-        try:
+        if self._fd is None:
+            self._fd = open_mem(self.pid)
             if self._fd is None:
-                self._fd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-            data = os.pread(self._fd, size, addr)
-        except OSError:
-            return None
-        return data if len(data) == size else None
+                return None
+        return pread_exact(self._fd, addr, size)
 
     def close(self) -> None:
         if self._fd is not None:

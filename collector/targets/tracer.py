@@ -25,9 +25,12 @@ from typing import Callable
 from ptrace import PtraceError
 from ptrace.binding import func as ptrace_func
 
-from ..collect import ThreadInfo
 from ..errors import NoSuchProcess, NotPermitted
-from . import live, procfs
+from . import DEFAULT_STACK_WINDOW, DEFAULT_STOP_TIMEOUT, procfs
+from .held import PTRACE_EVENT_STOP, PTRACE_SEIZE, WALL, Held, why_not_permitted
+from .live import Capture, assemble
+from .procfs import ThreadInfo
+from .vmread import copy_stacks
 
 FATAL = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT,
          signal.SIGTRAP, signal.SIGSYS)
@@ -43,7 +46,7 @@ class Crash:
     tid: int
     signal: int
     siginfo: dict | None    # signo, code, addr
-    capture: live.Capture
+    capture: Capture
     t0: float               # time.monotonic() when the crash was seen
 
 
@@ -51,8 +54,8 @@ class Tracer:
     """The threads of one traced process and the loop that passes their stops on."""
 
     def __init__(self, pid: int, on_crash: Callable[[Crash], None],
-                 stack_window: int = live.DEFAULT_STACK_WINDOW,
-                 stop_timeout: float = live.DEFAULT_STOP_TIMEOUT):
+                 stack_window: int = DEFAULT_STACK_WINDOW,
+                 stop_timeout: float = DEFAULT_STOP_TIMEOUT):
         self.pid = pid
         self.on_crash = on_crash
         self.stack_window = stack_window
@@ -65,24 +68,20 @@ class Tracer:
     def seize_all(self) -> None:
         """Trace every thread without stopping any: list, seize, list again
         until no new thread appears (later ones are traced through TRACECLONE)."""
-        while True:
-            try:
-                fresh = [t for t in procfs.tids(self.pid) if t not in self.tracees]
-            except OSError:
-                raise NoSuchProcess(f"pid {self.pid} exited") from None
-            if not fresh:
-                return
+        for fresh in procfs.new_threads(self.pid, self.tracees.__contains__):
             for tid in fresh:
                 try:
-                    ptrace_func.ptrace(live.PTRACE_SEIZE, tid, 0, OPTIONS)
+                    ptrace_func.ptrace(PTRACE_SEIZE, tid, 0, OPTIONS)
                 except PtraceError as e:
                     if e.errno == errno.ESRCH:
                         continue
                     if e.errno == errno.EPERM:
                         self.detach_all()
-                        raise NotPermitted(live.why_not_permitted(self.pid)) from None
+                        raise NotPermitted(why_not_permitted(self.pid)) from None
                     raise
                 self.tracees.add(tid)
+        if not self.tracees:
+            raise NoSuchProcess(f"pid {self.pid} exited")
 
     def follow(self, on_signal: Callable[[signal.struct_siginfo], bool]) -> None:
         """Pass stops on until the process is gone or released. Signals sent
@@ -98,7 +97,7 @@ class Tracer:
     def _drain(self) -> None:
         while self.tracees and not self.released:
             try:
-                tid, status = os.waitpid(-1, os.WNOHANG | live.WALL)
+                tid, status = os.waitpid(-1, os.WNOHANG | WALL)
             except ChildProcessError:
                 self.tracees.clear()
                 return
@@ -119,7 +118,7 @@ class Tracer:
                 self._crash(tid, sig)
             else:
                 _resume(ptrace_func.PTRACE_CONT, tid, sig)
-        elif event == live.PTRACE_EVENT_STOP and sig in STOP_SIGNALS:
+        elif event == PTRACE_EVENT_STOP and sig in STOP_SIGNALS:
             _resume(PTRACE_LISTEN, tid, 0)   # a group-stop: stay stopped, keep watching
         else:
             if event == EVENT_CLONE:
@@ -133,27 +132,24 @@ class Tracer:
         stopped_at = time.time()
         infos = {t: ThreadInfo(t, procfs.comm(self.pid, t), procfs.state(self.pid, t))
                  for t in sorted(self.tracees)}
-        held = live.Held(self.pid)
+        held = Held(self.pid)
         held.seized.add(tid)
         held.stopped[tid] = sig
         try:
             info = siginfo(tid, sig)
             deadline = t0 + self.stop_timeout
-            while True:   # threads created meanwhile are traced already (TRACECLONE)
-                try:
-                    listed = set(procfs.tids(self.pid))
-                except OSError:
-                    listed = set()
-                fresh = sorted((listed | self.tracees) - held.seized - set(held.failed))
-                if not fresh:
-                    break
+            # threads created meanwhile are traced already (TRACECLONE)
+            traced = sorted(self.tracees - held.seized)
+            if traced:
+                held.interrupt(traced, deadline)
+            for fresh in procfs.new_threads(self.pid, held.known):
                 for t in fresh:
                     infos.setdefault(t, ThreadInfo(t, procfs.comm(self.pid, t), "R"))
                 held.interrupt(fresh, deadline)
             regs = held.registers()
             mappings = procfs.maps(self.pid)
-            regions = live.copy_stacks(self.pid, mappings, regs, self.stack_window)
-            capture = live.finish(self.pid, infos, held, regs, mappings, regions, stopped_at, 0.0)
+            regions = copy_stacks(self.pid, mappings, regs, self.stack_window)
+            capture = assemble(self.pid, infos, held, regs, mappings, regions, stopped_at, 0.0)
             self.on_crash(Crash(tid, sig, info, capture, t0))
         finally:
             self.tracees -= held.seized | set(held.failed)
@@ -168,7 +164,7 @@ class Tracer:
         left = sorted(self.tracees)
         if not left:
             return
-        held = live.Held(self.pid)
+        held = Held(self.pid)
         held.interrupt(left, time.monotonic() + self.stop_timeout)
         held.release()
         self.tracees.clear()
@@ -190,17 +186,12 @@ def signals_blocked():
 def default_action(pid: int, tid: int, sig: int) -> bool:
     """The signal is neither caught nor ignored: delivering it runs the
     default action, which for FATAL signals ends the process."""
-    bit = 1 << (sig - 1)
-    masks = {}
+    status = procfs.status(pid, tid)
     try:
-        with open(f"/proc/{pid}/task/{tid}/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("SigCgt", "SigIgn"):
-                    masks[key] = int(value, 16)
-    except (OSError, ValueError):
+        masks = int(status["SigCgt"], 16) | int(status["SigIgn"], 16)
+    except (KeyError, ValueError):
         return True
-    return not (masks.get("SigCgt", 0) | masks.get("SigIgn", 0)) & bit
+    return not masks & 1 << (sig - 1)
 
 
 def siginfo(tid: int, sig: int) -> dict | None:
@@ -226,3 +217,65 @@ def _resume(request: int, tid: int, sig: int) -> None:
     except PtraceError as e:
         if e.errno != errno.ESRCH:   # gone meanwhile: its exit is reported by wait
             raise
+
+
+def start(argv: list[str], mask, on_crash: Callable[[Crash], None], stack_window: int,
+          stop_timeout: float) -> tuple[Tracer, str | None, bytes]:
+    """Fork and exec `argv`, traced from its first instruction. Returns the
+    tracer, why it could not be traced (it runs all the same), and what the
+    exec said if it failed."""
+    pid, go, failed = _spawn(argv, mask)
+    t = Tracer(pid, on_crash, stack_window, stop_timeout)
+    untraced = None
+    try:
+        ptrace_func.ptrace(PTRACE_SEIZE, pid, 0, OPTIONS)
+        t.tracees.add(pid)
+    except PtraceError as e:
+        untraced = str(e)
+    finally:
+        os.close(go)          # let the child exec, traced or not
+    error = os.read(failed, 256)
+    os.close(failed)
+    return t, untraced, error
+
+
+def _spawn(argv: list[str], mask) -> tuple[int, int, int]:
+    """Fork a child that execs `argv` once `go` is closed (so it is traced
+    from its first instruction); an exec error comes back on `failed`."""
+    go_r, go_w = os.pipe()
+    failed_r, failed_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(go_w)
+            os.close(failed_r)
+            os.read(go_r, 1)
+            os.close(go_r)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            os.execvp(argv[0], argv)
+        except OSError as e:
+            os.write(failed_w, (e.strerror or str(e)).encode())
+        finally:
+            os._exit(127)
+    os.close(go_r)
+    os.close(failed_w)
+    return pid, go_w, failed_r
+
+
+def forward(pid: int, info) -> bool:
+    """A signal someone sent the collector itself goes on to the program; one
+    from the terminal (si_code SI_KERNEL) reached the program on its own."""
+    if info.si_code <= 0:
+        try:
+            os.kill(pid, info.si_signo)
+        except ProcessLookupError:
+            pass
+    return False
+
+
+def describe(status: int) -> str:
+    if os.WIFEXITED(status):
+        return f"exited with status {os.WEXITSTATUS(status)}"
+    sig = os.WTERMSIG(status)
+    core = " (core dumped)" if os.WCOREDUMP(status) else ""
+    return f"was killed by {signal.Signals(sig).name}{core}"

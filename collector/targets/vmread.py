@@ -5,6 +5,11 @@ from __future__ import annotations
 import ctypes
 import os
 
+from unwinder.regs import RSP
+from unwinder.space import Mapping, MapIndex
+
+from . import RED_ZONE
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _readv = _libc.process_vm_readv
 _readv.restype = ctypes.c_ssize_t
@@ -39,15 +44,67 @@ def _read_batch(pid, ranges):
     return [read_mem(pid, addr, size) for addr, size in ranges]
 
 
-def read_mem(pid: int, addr: int, size: int) -> bytes | None:
+def open_mem(pid: int) -> int | None:
+    """/proc/PID/mem, opened once for many reads (None if it cannot be)."""
     try:
-        fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
+        return os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+
+
+def pread_exact(fd: int, addr: int, size: int) -> bytes | None:
+    """`size` bytes at `addr` of an open /proc/PID/mem, or None."""
     try:
         data = os.pread(fd, size, addr)
-        return data if len(data) == size else None
     except (OSError, OverflowError):
         return None
+    return data if len(data) == size else None
+
+
+def read_mem(pid: int, addr: int, size: int) -> bytes | None:
+    fd = open_mem(pid)
+    if fd is None:
+        return None
+    try:
+        return pread_exact(fd, addr, size)
     finally:
         os.close(fd)
+
+
+def copy_stacks(pid: int, mappings: list[Mapping] | MapIndex,
+                regs: dict[int, dict[int, int] | int], window: int,
+                mem: int | None = None) -> list[tuple[int, bytes]]:
+    """Each thread's stack from just below rsp up to `window` bytes (or the
+    end of its mapping), in one read: a pread of `mem` (an open
+    /proc/PID/mem) for one range, else one process_vm_readv. `regs` gives
+    each thread's registers, or just its rsp."""
+    index = mappings if isinstance(mappings, MapIndex) else MapIndex(mappings)
+    wanted = []
+    for r in regs.values():
+        sp = r if isinstance(r, int) else r[RSP]
+        m = index.find(sp)
+        if m is not None:
+            wanted.append((max(m.start, sp - RED_ZONE), min(m.end, sp + window)))
+    return copy_ranges(pid, wanted, mem)
+
+
+def copy_ranges(pid: int, spans: list[tuple[int, int]],
+                mem: int | None = None) -> list[tuple[int, bytes]]:
+    ranges = merge_spans(spans)
+    if mem is not None and len(ranges) == 1:
+        (start, size), = ranges
+        data = pread_exact(mem, start, size)
+        if data is not None:
+            return [(start, data)]
+    return [(start, data) for (start, size), data in zip(ranges, read_ranges(pid, ranges))
+            if data is not None]
+
+
+def merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[list[int]] = []
+    for lo, hi in sorted(spans):
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return [(lo, hi - lo) for lo, hi in merged]

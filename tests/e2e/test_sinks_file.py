@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO
 
 from collector import config as cfgmod
-from collector.deliver import Delivery
+from collector.delivery.deliver import Delivery
 from collector.errors import ConfigError
 
 from .receivers import config
@@ -23,7 +23,7 @@ from .receivers import config
 WRITER = """
 import sys, uuid
 sys.path.insert(0, {repo!r})
-from collector.sinks.file import FileSink
+from collector.delivery.sinks.file import FileSink
 sink = FileSink({settings!r})
 for i in range({n}):
     sink.send([{{"report_id": str(uuid.uuid4()), "writer": {w}, "i": i, "pad": "x" * {pad}}}])

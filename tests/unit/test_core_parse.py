@@ -12,7 +12,7 @@ import threading
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from collector.targets import core
+from collector.targets import RED_ZONE, corefile, stream
 from unwinder.regs import RIP, RSP
 from unwinder.space import MemoryFault
 
@@ -28,7 +28,7 @@ def note(kind: int, desc: bytes, name: bytes = b"CORE\0") -> bytes:
 
 
 def prstatus(tid: int, rip: int, rsp: int) -> bytes:
-    regs = dict.fromkeys(core._PR_REG_NAMES, 0) | {"rip": rip, "rsp": rsp}
+    regs = dict.fromkeys(corefile._PR_REG_NAMES, 0) | {"rip": rip, "rsp": rsp}
     head = struct.pack("<iiih2x16xiiii64x", 11, 0, 0, 11, tid, 1, tid, tid)
     return head + struct.pack(f"<{len(regs)}Q", *regs.values()) + b"\0" * (336 - 112 - 8 * 20)
 
@@ -37,15 +37,15 @@ def make_core(threads, loads, files=(), auxv=None) -> bytes:
     """threads: [(tid, rip, rsp)]; loads: [(vaddr, data, memsz, flags)];
     files: [(start, end, path)]. Laid out as the kernel does: headers,
     notes, then page-aligned segment data in order."""
-    notes = b"".join(note(core.NT_PRSTATUS, prstatus(*t)) for t in threads)
-    notes += note(core.NT_SIGINFO, struct.pack("<iii4xQ", 11, 0, 1, 0x10) + b"\0" * 104)
-    aux = auxv or {core.AT_SYSINFO_EHDR: VDSO}
-    notes += note(core.NT_AUXV, b"".join(struct.pack("<QQ", k, v) for k, v in aux.items()))
+    notes = b"".join(note(corefile.NT_PRSTATUS, prstatus(*t)) for t in threads)
+    notes += note(corefile.NT_SIGINFO, struct.pack("<iii4xQ", 11, 0, 1, 0x10) + b"\0" * 104)
+    aux = auxv or {corefile.AT_SYSINFO_EHDR: VDSO}
+    notes += note(corefile.NT_AUXV, b"".join(struct.pack("<QQ", k, v) for k, v in aux.items()))
     if files:
         body = struct.pack("<QQ", len(files), PAGE)
         body += b"".join(struct.pack("<QQQ", s, e, 0) for s, e, _ in files)
         body += b"".join(p.encode() + b"\0" for _, _, p in files)
-        notes += note(core.NT_FILE, body)
+        notes += note(corefile.NT_FILE, body)
     phnum = 1 + len(loads)
     offset = 64 + 56 * phnum
     phdrs = [struct.pack("<IIQQQQQQ", 4, 0, offset, 0, 0, len(notes), 0, 1)]
@@ -71,12 +71,12 @@ def three_threads() -> bytes:
     stack = stack_bytes(1 << 20)
     sps = [STACK + 0x80000, STACK + 0x40000, STACK + 0xC0000]
     return make_core([(100 + i, TEXT + 0x10, sp) for i, sp in enumerate(sps)],
-                     [(TEXT, b"", 0x1000, core.PF_R | core.PF_X),
-                      (STACK, stack, len(stack), core.PF_R | core.PF_W),
-                      (VDSO, b"\x7fELF" + b"\x90" * 8188, 0x2000, core.PF_R | core.PF_X)])
+                     [(TEXT, b"", 0x1000, corefile.PF_R | corefile.PF_X),
+                      (STACK, stack, len(stack), corefile.PF_R | corefile.PF_W),
+                      (VDSO, b"\x7fELF" + b"\x90" * 8188, 0x2000, corefile.PF_R | corefile.PF_X)])
 
 
-def stream_bytes(data: bytes, **kw) -> core.Streamed:
+def stream_bytes(data: bytes, **kw) -> stream.Streamed:
     """Feed `data` through a real pipe, as the kernel does."""
     r, w = os.pipe()
 
@@ -89,7 +89,7 @@ def stream_bytes(data: bytes, **kw) -> core.Streamed:
     t = threading.Thread(target=feed)
     t.start()
     try:
-        return core.stream(r, **kw)
+        return stream.stream(r, **kw)
     finally:
         os.close(r)
         t.join()
@@ -103,12 +103,12 @@ def test_stream_keeps_stack_windows_and_vdso():
     assert space.registers(101)[RSP] == STACK + 0x40000 and space.registers(100)[RIP] == TEXT + 0x10
     for sp in (STACK + 0x80000, STACK + 0x40000, STACK + 0xC0000):
         assert space.read(sp, 8) == struct.pack("<Q", sp)
-        assert space.read(sp - core.RED_ZONE, 8) == struct.pack("<Q", sp - core.RED_ZONE)
+        assert space.read(sp - RED_ZONE, 8) == struct.pack("<Q", sp - RED_ZONE)
         assert space.read(sp + 0x1000 - 8, 8) == struct.pack("<Q", sp + 0x1000 - 8)
         with pytest.raises(MemoryFault):
             space.read(sp + 0x1000, 8)
     assert space.read(VDSO, 4) == b"\x7fELF"
-    assert got.bytes_kept == 3 * (0x1000 + core.RED_ZONE) + 0x2000
+    assert got.bytes_kept == 3 * (0x1000 + RED_ZONE) + 0x2000
     assert [m.path for m in space.maps()] == ["", "", "[vdso]"]
 
 
@@ -127,12 +127,12 @@ def test_file_backed_bytes_come_from_the_file(tmp_path):
     lib = tmp_path / "lib.so"
     lib.write_bytes(bytes(range(256)) * 32)
     data = make_core([(7, TEXT, STACK + 0x100)],
-                     [(TEXT, b"", 0x2000, core.PF_R | core.PF_X),
-                      (STACK, stack_bytes(0x1000), 0x1000, core.PF_R | core.PF_W)],
+                     [(TEXT, b"", 0x2000, corefile.PF_R | corefile.PF_X),
+                      (STACK, stack_bytes(0x1000), 0x1000, corefile.PF_R | corefile.PF_W)],
                      files=[(TEXT, TEXT + 0x2000, str(lib))])
     path = tmp_path / "core"
     path.write_bytes(data)
-    space, size = core.open_file(str(path))
+    space, size = corefile.open_core(str(path))
     assert size == len(data) and space.layout.errors == []
     assert space.read(TEXT + 0x105, 3) == bytes([5, 6, 7])
     mapping = space.maps()[0]
@@ -157,7 +157,7 @@ def test_truncated_anywhere_never_raises(step):
             f.write(data[:cut])
             f.flush()
             f.seek(0)
-            got = core.stream(f.fileno())
+            got = stream.stream(f.fileno())
         assert got.errors, f"cut at {cut}: no error"
 
 
@@ -170,7 +170,7 @@ def test_garbage_notes_never_raise(garbage, where):
     with tempfile.TemporaryFile() as f:
         f.write(bytes(data))
         f.seek(0)
-        got = core.stream(f.fileno(), stack_window=0x1000)
+        got = stream.stream(f.fileno(), stack_window=0x1000)
     if got.space is not None:
         for tid in got.space.threads():
             regs = got.space.registers(tid)
@@ -182,7 +182,7 @@ def test_garbage_notes_never_raise(garbage, where):
 
 def test_window_of_an_sp_at_the_start_of_its_segment():
     """The red zone below sp lies outside the segment: the window is kept all the same."""
-    data = make_core([(7, TEXT, STACK)], [(STACK, stack_bytes(0x4000), 0x4000, core.PF_R)])
+    data = make_core([(7, TEXT, STACK)], [(STACK, stack_bytes(0x4000), 0x4000, corefile.PF_R)])
     got = stream_bytes(data, stack_window=0x1000)
     assert got.space.read(STACK, 8) == struct.pack("<Q", STACK)
     assert got.bytes_kept == 0x1000

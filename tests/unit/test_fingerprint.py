@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from collector.fingerprint import FRAMES, compute
+from collector.delivery.fingerprint import FRAMES, compute
 
 LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
 APP = "/opt/app/bin/server"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from collector import config, redact
+from collector import config
+from collector.delivery import redact
 
 DEFAULT = redact.Policy.from_config(config.load(None, env={"COLLECTOR_CONFIG": ""})["redact"])
 ENV = {"PATH": "/bin", "LANG": "C", "LC_ALL": "C", "API_TOKEN": "t0k", "DB_PASSWORD": "pw",

@@ -6,7 +6,7 @@ import os
 import stat
 import uuid
 
-from collector.spool import Spool
+from collector.delivery.spool import Spool
 
 
 def spool(tmp_path, **kw) -> Spool:

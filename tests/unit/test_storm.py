@@ -14,8 +14,9 @@ import types
 import uuid
 from pathlib import Path
 
-from collector import config, deliver
-from collector.deliver import Delivery
+from collector import config
+from collector.delivery import deliver
+from collector.delivery.deliver import Delivery
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -102,7 +103,7 @@ import sys
 sys.path[:0] = [{repo!r}, {here!r}]
 from test_storm import crash
 from collector import config
-from collector.deliver import Delivery
+from collector.delivery.deliver import Delivery
 Delivery(config.load({path!r}, {sets!r}, env={{}})).deliver(crash("shared"))
 """
 

@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import sys
 
-from .run import crash_report, describe
-from .targets import live, tracer
+from ..collect import crash_report
+from ..targets import live, tracer
+from .options import add_stop_options, add_unwind_options, command_parser, positive
 
 
-def watch(pid: int, max_frames: int, stack_window: int, timeout: float) -> dict | None:
+def watch(args) -> dict | None:
+    pid = args.pid
     live.check_target(pid)
     reports: list[dict] = []
+
+    def on_crash(crash):
+        reports.append(crash_report("watch", crash, args.max_frames, args.outlet.images))
+
     with tracer.signals_blocked():
-        t = tracer.Tracer(pid, lambda crash: reports.append(
-            crash_report("watch", crash, max_frames)), stack_window, timeout)
+        t = tracer.Tracer(pid, on_crash, args.stack_window, args.stop_timeout)
         try:
             t.seize_all()
             print(f"collector: watching pid {pid}", file=sys.stderr, flush=True)
@@ -26,14 +31,14 @@ def watch(pid: int, max_frames: int, stack_window: int, timeout: float) -> dict 
         reports[0]["timings"]["stopped_ms"] = round(t.stopped_ms, 3)
         return reports[0]
     if t.status is not None:
-        print(f"collector: pid {pid} {describe(t.status)}; no crash to report", file=sys.stderr)
+        print(f"collector: pid {pid} {tracer.describe(t.status)}; no crash to report",
+              file=sys.stderr)
     else:
         print(f"collector: detached from pid {pid}", file=sys.stderr)
     return None
 
 
 def register(sub) -> None:
-    from .cli import add_stop_options, add_unwind_options, command_parser, positive
     w = command_parser(sub, "watch", help="wait for a running process to crash, and report it",
                        description="Trace every thread of PID. If a fatal signal is about to "
                        "kill it, report every thread's backtrace, then let the signal proceed. "
@@ -41,5 +46,4 @@ def register(sub) -> None:
     w.add_argument("pid", type=positive, help="the process id")
     add_unwind_options(w)
     add_stop_options(w)
-    w.set_defaults(run=lambda args: watch(args.pid, args.max_frames, args.stack_window,
-                                          args.stop_timeout))
+    w.set_defaults(func=watch)

@@ -11,6 +11,7 @@ import json
 import os
 import time
 
+from ..files import own_dir, write_atomic
 from .sinks import line
 
 DROPPED = "dropped"    # how many were dropped since the last report said so
@@ -27,8 +28,9 @@ class Spool:
     def locked(self):
         """Every spool operation runs under this lock (OSError if the
         directory cannot be made or opened)."""
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(self.dir, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        own_dir(self.dir)
+        fd = os.open(os.path.join(self.dir, ".lock"),
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield self
@@ -39,16 +41,7 @@ class Spool:
         return os.path.join(self.dir, name)
 
     def write(self, name: str, data: bytes) -> None:
-        tmp = self.path(f".tmp-{os.getpid()}-{name}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path(name))
+        write_atomic(self.path(name), data, fsync=True)
 
     def entries(self) -> list[str]:
         """Spooled reports, oldest first."""

@@ -1,6 +1,10 @@
-"""The native journal protocol: one datagram per report on journald's
-socket; a report too large for a datagram goes as a sealed memfd passed
-with SCM_RIGHTS, as sd_journal_sendv does."""
+"""The journal's wire formats, shared by the journald sink, the http sink's
+journal-remote flavour and the collector's own diagnostics: fields
+serialized as NAME=value, or NAME, a little-endian u64 length and the raw
+bytes when the value holds a newline (the native protocol and the Journal
+Export Format agree on this); sent as one datagram on journald's socket, or,
+too large for a datagram, as a sealed memfd passed with SCM_RIGHTS, as
+sd_journal_sendv does."""
 from __future__ import annotations
 
 import array
@@ -8,9 +12,7 @@ import errno
 import fcntl
 import os
 import socket
-
-from . import Sink, SinkError
-from .journal import encode, fields
+import struct
 
 F_ADD_SEALS = 1033
 SEALS = 0x1 | 0x2 | 0x4 | 0x8  # F_SEAL_SEAL | SHRINK | GROW | WRITE
@@ -38,11 +40,12 @@ def send_fields(path: str, pairs: list[tuple[str, str]]) -> None:
             os.close(fd)
 
 
-class JournaldSink(Sink):
-    def send(self, reports: list[dict]) -> None:
-        for report in reports:
-            try:
-                send_fields(self.settings["socket"], fields(report, self.settings["identifier"]))
-            except OSError as e:
-                raise SinkError(f"journald at {self.settings['socket']}: "
-                                f"{e.strerror or e}") from None
+def encode(pairs: list[tuple[str, str]]) -> bytes:
+    out = []
+    for name, value in pairs:
+        data = value.encode("utf-8", "replace")
+        if b"\n" in data:
+            out.append(name.encode() + b"\n" + struct.pack("<Q", len(data)) + data + b"\n")
+        else:
+            out.append(name.encode() + b"=" + data + b"\n")
+    return b"".join(out)

@@ -9,9 +9,9 @@ import os
 import socket
 from urllib.parse import urlsplit
 
-from ..config import FACILITIES
+from ...config import FACILITIES
+from ..journal_entry import signal_of
 from . import Sink, SinkError
-from .journal import signal_of
 
 SD_ID = "crash@32473"  # 32473: the IANA enterprise number reserved for examples (RFC 5612)
 

@@ -11,8 +11,9 @@ import ssl
 import time
 from urllib.parse import urlsplit
 
+from ...journal import encode
+from ..journal_entry import fields, realtime_usec
 from . import Sink, SinkError, line
-from .journal import encode, fields, realtime_usec
 
 RETRYABLE = {408, 429, 500, 502, 503, 504}
 TYPES = {"ndjson": "application/x-ndjson", "journal-remote": "application/vnd.fdo.journal"}

@@ -1,27 +1,24 @@
-"""ELF core files as an AddressSpace: read from a path, or streamed from the
-kernel (pipe or socket) keeping only what unwinding needs.
+"""ELF core files: the format (headers, notes: threads' registers,
+siginfo, auxv, mapped files) and the AddressSpace of a core, whether read
+from a path or kept from the kernel's stream (stream.py).
 
 The kernel writes a core front to back: ELF header, program headers, the
-PT_NOTE segment (threads' registers, siginfo, auxv, mapped files), then
-every PT_LOAD's dumped bytes in address order. So one pass can read the
-notes, decide which bytes to keep (each thread's stack window, the vdso,
-small anonymous code) and drain the rest without holding it.
+PT_NOTE segment, then every PT_LOAD's dumped bytes in address order, so the
+layout is read with one sequential pass.
 """
 from __future__ import annotations
 
 import bisect
-import fcntl
 import os
-import select
-import stat
 import struct
 from dataclasses import dataclass, field
 
 from unwinder.elf import PT_LOAD, PT_NOTE, Segment
+from unwinder.files import open_regular
 from unwinder.regs import NUMBERS
 from unwinder.space import Mapping, MapIndex, MemoryFault
 
-from .live import RED_ZONE, merge_spans
+from .reader import Stream
 
 ET_CORE, EM_X86_64 = 4, 62
 PN_XNUM = 0xFFFF
@@ -36,9 +33,6 @@ NOTE_LIMITS = {NT_PRSTATUS: 4096, NT_PRPSINFO: 4096, NT_SIGINFO: 4096, NT_AUXV: 
                NT_FILE: 16 << 20}
 MAX_THREADS = 16384
 SMALL_CODE = 1 << 20        # anonymous executable segments kept up to this size (JIT code)
-DEFAULT_STACK_WINDOW = 256 << 10
-DEFAULT_KEEP = 32 << 20     # bytes of the core kept in memory in all
-CHUNK = 1 << 20
 
 # struct elf_prstatus: pr_pid at 32, pr_reg (struct user_regs_struct) at 112
 _PR_REG_NAMES = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax",
@@ -52,10 +46,6 @@ _SIGINFO = struct.Struct("<iii4xQ")
 class CoreError(Exception):
     """The input cannot be read as an x86-64 ELF core (not one, or cut
     inside its headers)."""
-
-
-class Stalled(Exception):
-    """No input for `idle_timeout` seconds."""
 
 
 @dataclass
@@ -87,68 +77,6 @@ class Layout:
         if i >= 0 and addr < self.loads[i].vaddr + self.loads[i].memsz:
             return self.loads[i]
         return None
-
-
-class Stream:
-    """Sequential reads from a pipe, socket or file; waits at most
-    `idle_timeout` seconds for each chunk; `pos` counts bytes consumed.
-    Bytes skipped on a pipe are spliced to /dev/null, never copied to us."""
-
-    def __init__(self, fd: int, idle_timeout: float):
-        self.fd = fd
-        self.pos = 0
-        self.eof = False
-        self._poll = select.poll()
-        self._poll.register(fd, select.POLLIN)
-        self._timeout_ms = int(idle_timeout * 1000)
-        self._scratch: memoryview | None = None
-        self._null: int | None = None
-        if stat.S_ISFIFO(os.fstat(fd).st_mode):
-            self._null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-            try:  # fewer, larger transfers
-                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        if self._null is not None:
-            os.close(self._null)
-            self._null = None
-
-    def _advance(self, n: int) -> int:
-        if n == 0:
-            self.eof = True
-        self.pos += n
-        return n
-
-    def _wait(self) -> None:
-        if not self._poll.poll(self._timeout_ms):
-            raise Stalled(f"no core data for {self._timeout_ms / 1000:g} s at offset {self.pos}")
-
-    def _readinto(self, view: memoryview) -> int:
-        self._wait()
-        return self._advance(os.readv(self.fd, [view]))
-
-    def read(self, size: int) -> bytearray:
-        """`size` bytes, or fewer at the end of the input (read in place: a
-        kept range is never copied twice)."""
-        buf = bytearray(size)
-        with memoryview(buf) as view:
-            got = 0
-            while got < size and not self.eof:
-                got += self._readinto(view[got:])
-        del buf[got:]
-        return buf
-
-    def skip_to(self, offset: int) -> None:
-        while self.pos < offset and not self.eof:
-            if self._null is not None:
-                self._wait()
-                self._advance(os.splice(self.fd, self._null, min(offset - self.pos, 1 << 30)))
-                continue
-            if self._scratch is None:
-                self._scratch = memoryview(bytearray(CHUNK))
-            self._readinto(self._scratch[:min(CHUNK, offset - self.pos)])
 
 
 def read_layout(stream: Stream) -> Layout:
@@ -242,49 +170,6 @@ def _text(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def wanted_ranges(layout: Layout, stack_window: int,
-                  keep: int) -> tuple[list[tuple[int, int]], list[str]]:
-    """Core-file (offset, size) ranges to keep from a stream, within `keep`
-    bytes: the dumping thread's stack window first, the vdso, the other
-    threads' stacks sharing what is left, then small anonymous code."""
-    spans: list[tuple[int, int]] = []
-    left = keep
-
-    def take(lo: int, hi: int, at: int | None = None) -> None:
-        """[lo, hi) clipped to the dumped part of the segment holding `at`."""
-        nonlocal left
-        seg = layout.segment_at(lo if at is None else at)
-        if seg is None:
-            return
-        lo, hi = max(lo, seg.vaddr), min(hi, seg.vaddr + seg.filesz, lo + left)
-        if hi > lo:
-            spans.append((seg.offset + lo - seg.vaddr, seg.offset + hi - seg.vaddr))
-            left -= hi - lo
-
-    def take_stack(regs: dict[int, int], window: int) -> None:
-        sp = regs.get(NUMBERS["rsp"], 0)
-        take(sp - RED_ZONE, sp + window, at=sp)
-
-    threads = layout.notes.threads
-    vdso = layout.notes.auxv.get(AT_SYSINFO_EHDR)
-    if threads:
-        take_stack(threads[0][1], stack_window)
-    if vdso is not None:
-        take(vdso, vdso + SMALL_CODE)
-    others = threads[1:]
-    for i, (_, regs) in enumerate(others):
-        take_stack(regs, min(stack_window, left // (len(others) - i)))
-    for seg in layout.loads:
-        if seg.flags & PF_X and seg.vaddr not in layout.notes.files and seg.vaddr != vdso \
-                and 0 < seg.filesz <= SMALL_CODE:
-            take(seg.vaddr, seg.vaddr + seg.filesz)
-    errors = []
-    if left <= 0:
-        errors.append(f"kept only {keep} bytes of stacks and code (--keep): some stack "
-                      "windows are shorter than --stack-window")
-    return merge_spans(spans), errors
-
-
 class CoreSpace:
     """The AddressSpace of a core. Dumped bytes come from `dumped(offset,
     size)` (the core file, or the ranges kept from a stream); file-backed
@@ -356,7 +241,7 @@ class CoreSpace:
     def _fd(self, path: str) -> int | None:
         if path not in self._fds:
             try:
-                self._fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                self._fds[path] = open_regular(path)
             except OSError:
                 self._fds[path] = None
         return self._fds[path]
@@ -393,18 +278,14 @@ def _identity(path: str) -> tuple[str, int]:
     return f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}", st.st_ino
 
 
-def open_file(path: str) -> tuple[CoreSpace, int]:
+def open_core(path: str) -> tuple[CoreSpace, int]:
     """A core file on disk; its dumped bytes are read on demand. Returns the
     space and the file's size."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = open_regular(path)
     except OSError as e:
         raise CoreError(f"cannot open {path}: {e.strerror}") from None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise CoreError("not a regular file")
-    size = st.st_size
+    size = os.fstat(fd).st_size
     try:
         layout = read_layout(Stream(fd, idle_timeout=60))
     except CoreError:
@@ -419,76 +300,3 @@ def open_file(path: str) -> tuple[CoreSpace, int]:
     return CoreSpace(layout, dumped, {}, fd), size
 
 
-@dataclass
-class Streamed:
-    space: CoreSpace | None
-    layout: Layout | None
-    bytes_read: int
-    bytes_kept: int
-    errors: list[str]
-
-
-def stream(fd: int, stack_window: int = DEFAULT_STACK_WINDOW, keep: int = DEFAULT_KEEP,
-           idle_timeout: float = 30.0, files=None) -> Streamed:
-    """Read a core from `fd` once, front to back, keeping the ranges that
-    `wanted_ranges` picks, and drain it to the end. `files(layout)`, called
-    as soon as the notes are read (the kernel still holds the process),
-    returns mapping start -> a path opening the exact file (e.g.
-    /proc/self/fd/N opened through map_files)."""
-    s = Stream(fd, idle_timeout)
-    errors: list[str] = []
-    layout = None
-    opened: dict[int, str] = {}
-    kept: list[tuple[int, bytearray]] = []
-    try:
-        layout = read_layout(s)
-        opened = files(layout) if files else {}
-        ranges, why = wanted_ranges(layout, stack_window, keep)
-        errors += why
-        for offset, size in ranges:
-            s.skip_to(offset)
-            data = s.read(size)
-            if data:
-                kept.append((offset, data))
-        s.skip_to(1 << 62)
-    except CoreError as e:
-        errors.append(str(e))
-        _drain(s)
-    except Stalled as e:
-        errors.append(f"the core stopped arriving: {e}")
-    except OSError as e:
-        errors.append(f"reading the core failed at offset {s.pos}: {e.strerror}")
-    finally:
-        s.close()
-    if layout is None:
-        return Streamed(None, None, s.pos, 0, errors)
-    if s.pos < layout.size:
-        errors.append(f"the core ended early: {s.pos} of {layout.size} bytes arrived")
-    starts = [o for o, _ in kept]
-
-    def dumped(offset: int, n: int) -> bytes | None:
-        i = bisect.bisect_right(starts, offset) - 1
-        if i >= 0:
-            start, data = kept[i]
-            if offset + n <= start + len(data):
-                return data[offset - start:offset - start + n]
-        return None
-
-    space = CoreSpace(layout, dumped, opened)
-    return Streamed(space, layout, s.pos, sum(len(d) for _, d in kept), layout.errors + errors)
-
-
-def drain(fd: int, idle_timeout: float = 30.0) -> None:
-    """Read `fd` to its end (the kernel waits for a handler to take the whole core)."""
-    s = Stream(fd, idle_timeout)
-    try:
-        _drain(s)
-    finally:
-        s.close()
-
-
-def _drain(s: Stream) -> None:
-    try:
-        s.skip_to(1 << 62)
-    except (Stalled, OSError):
-        pass

@@ -13,7 +13,7 @@ class StdoutSink(Sink):
     def send(self, reports: list[dict]) -> None:
         for report in reports:
             if self.settings["format"] == "text":
-                from ..text import render
+                from ...text import render
                 sys.stdout.write(render(report))
             else:
                 sys.stdout.write(line(report).decode())

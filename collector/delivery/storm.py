@@ -10,6 +10,8 @@ import fcntl
 import json
 import os
 
+from ..files import own_dir, write_atomic
+
 STATE = "storm.json"
 
 
@@ -30,9 +32,9 @@ class Limiter:
 
     @contextlib.contextmanager
     def state(self):
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(self.dir, "storm.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                     0o600)
+        own_dir(self.dir)
+        fd = os.open(os.path.join(self.dir, "storm.lock"),
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             path = os.path.join(self.dir, STATE)
@@ -44,10 +46,7 @@ class Limiter:
             state.setdefault("global", {})
             state.setdefault("fingerprints", {})
             yield state
-            tmp = f"{path}.{os.getpid()}"
-            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-                json.dump(state, f, separators=(",", ":"))
-            os.replace(tmp, path)
+            write_atomic(path, json.dumps(state, separators=(",", ":")).encode())
         finally:
             os.close(fd)
 

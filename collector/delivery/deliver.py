@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import time
 
+from ..errors import ConfigError, FlushIncomplete, NotDelivered
+from ..logging import log
 from . import fingerprint, redact, sinks
-from .errors import ConfigError, FlushIncomplete, NotDelivered
-from .logging import log
 from .spool import Spool
 from .storm import Limiter
 
@@ -161,14 +161,3 @@ class Delivery:
             summary += f"; {len(left)} kept for sinks not configured: {', '.join(others)}"
         return summary
 
-
-def register(sub) -> None:
-    from .cli import command_parser
-    f = command_parser(sub, "flush", help="deliver the reports kept in the spool",
-                       description="Send every spooled report to the sinks still owed it, "
-                       "oldest first, each once.")
-    f.set_defaults(run=flush_command)
-
-
-def flush_command(args) -> None:
-    print(args.delivery.flush())

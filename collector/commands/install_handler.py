@@ -13,8 +13,10 @@ import shutil
 import stat
 import sys
 
-from .core import KERNEL_ARGS
-from .errors import HandlerError
+from ..errors import HandlerError
+from ..files import own_dir, write_atomic
+from ..service.kernel import KERNEL_ARGS
+from .options import command_parser
 
 CORE_PATTERN = "/proc/sys/kernel/core_pattern"
 CORE_PIPE_LIMIT = "/proc/sys/kernel/core_pipe_limit"
@@ -57,11 +59,8 @@ def _load(state_dir: str) -> dict | None:
 
 
 def _save(state_dir: str, state: dict) -> None:
-    os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    tmp = _state_path(state_dir) + ".tmp"
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-        json.dump(state, f)
-    os.rename(tmp, _state_path(state_dir))
+    own_dir(state_dir)
+    write_atomic(_state_path(state_dir), json.dumps(state).encode())
 
 
 def default_command() -> str | None:
@@ -114,7 +113,7 @@ def install(args) -> None:
         raise
     print(f"core_pattern = {new} (was {saved['core_pattern']!r}; "
           "`collector uninstall-handler` restores it)")
-    delivery = getattr(args, "delivery", None)
+    delivery = args.outlet.delivery
     if args.mode == "pipe" and not args.report_dir and delivery \
             and not any(sink.spool for sink in delivery.sinks):
         print("collector: warning: only the stdout sink is configured, and a core handler has "
@@ -138,7 +137,6 @@ def uninstall(args) -> None:
 
 
 def register(sub) -> None:
-    from .cli import command_parser
     i = command_parser(sub, "install-handler", help="make the collector the kernel's core handler",
                        description="Set kernel.core_pattern to run the collector on every "
                        "crash (pipe mode), or to send cores to `collector serve` (socket "
@@ -153,9 +151,9 @@ def register(sub) -> None:
                    help=f"the socket `collector serve` listens on (default {SOCKET})")
     i.add_argument("--state-dir", default=STATE_DIR, metavar="DIR",
                    help=f"where the previous settings are kept (default {STATE_DIR})")
-    i.set_defaults(run=install)
+    i.set_defaults(func=install)
     u = command_parser(sub, "uninstall-handler", help="restore the previous core handler",
                        description="Put back the core_pattern and core_pipe_limit that "
                        "install-handler replaced, if core_pattern is still the collector's.")
     u.add_argument("--state-dir", default=STATE_DIR, metavar="DIR")
-    u.set_defaults(run=uninstall)
+    u.set_defaults(func=uninstall)

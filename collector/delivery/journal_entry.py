@@ -1,15 +1,13 @@
-"""A report as journal fields, in the style of systemd-coredump's COREDUMP_*,
-and their serialization, which the native journald protocol and the Journal
-Export Format share: NAME=value, or NAME, a little-endian u64 length and the
-raw bytes when the value holds a newline."""
+"""A report as a journal entry: its fields, in the style of
+systemd-coredump's COREDUMP_* (the journald sink and the http sink's
+journal-remote flavour send them; the wire formats are in journal.py)."""
 from __future__ import annotations
 
 import datetime
 import json
 import os
-import struct
 
-from ..fingerprint import crashed_thread, meaningful
+from .fingerprint import crashed_thread, meaningful
 
 MESSAGE_ID = "240e15496e22413d9aad847ae5229b41"  # "a crash report", ours for good
 
@@ -59,14 +57,3 @@ def realtime_usec(report: dict) -> str:
     except (KeyError, ValueError, AttributeError):
         t = datetime.datetime.now(datetime.timezone.utc)
     return str(int(t.timestamp() * 1_000_000))
-
-
-def encode(pairs: list[tuple[str, str]]) -> bytes:
-    out = []
-    for name, value in pairs:
-        data = value.encode("utf-8", "replace")
-        if b"\n" in data:
-            out.append(name.encode() + b"\n" + struct.pack("<Q", len(data)) + data + b"\n")
-        else:
-            out.append(name.encode() + b"=" + data + b"\n")
-    return b"".join(out)

@@ -1,5 +1,5 @@
 """Where reports go. A sink sends a batch of reports or raises SinkError;
-deliver.py decides what happens then (retry later from the spool)."""
+delivery/deliver.py decides what happens then (retry later from the spool)."""
 from __future__ import annotations
 
 import json

@@ -1,5 +1,4 @@
-"""`collector serve --socket PATH`: the handler for core_pattern '@PATH'
-(Linux 6.16+). The kernel connects to this AF_UNIX stream socket as the
+"""The service for core_pattern '@PATH' (Linux 6.16+). The kernel connects to this AF_UNIX stream socket as the
 crashing task and writes its core; each connection is handled as in pipe
 mode, in a child process, at most --jobs at a time. Connections beyond that
 wait in the listen backlog (and beyond the backlog the kernel drops the
@@ -14,16 +13,16 @@ import struct
 import sys
 import time
 
-from .core import add_stream_options, finish, handle_kernel_core
-from .errors import HandlerError
-from .targets import procfs
+from ..errors import HandlerError
+from ..targets import procfs
+from .kernel import handle_kernel_core
 
 SO_PEERPIDFD = 77           # Linux 6.5+, not in Python's socket module
 LISTEN_FDS_START = 3        # sd_listen_fds(3)
 BACKLOG = 64
 
 
-class Stop(Exception):
+class Shutdown(Exception):
     pass
 
 
@@ -85,7 +84,7 @@ def handle(conn: socket.socket, args) -> None:
         log(f"refused a connection from pid {pid}: not a process dumping core")
         return
     kernel = {"P": pid, "u": uid, "g": gid, "t": int(time.time())}
-    where = finish(handle_kernel_core(conn.fileno(), kernel, [], args, pidfd), args)
+    where = args.outlet.emit(handle_kernel_core(conn.fileno(), kernel, [], args, pidfd))
     log(f"pid {pid}: report sent to {where}")
 
 
@@ -94,7 +93,7 @@ def serve(args) -> None:
     busy: set[int] = set()
 
     def stop(signum, frame):
-        raise Stop()
+        raise Shutdown()
 
     for s in (signal.SIGTERM, signal.SIGINT):
         signal.signal(s, stop)
@@ -111,7 +110,7 @@ def serve(args) -> None:
             conn.close()
             busy.add(child)
             log(f"handling a core ({len(busy)} busy)")
-    except Stop:
+    except Shutdown:
         log(f"stopping: waiting for {len(busy)} handlers")
     finally:
         sock.close()
@@ -148,16 +147,3 @@ def _reap(busy: set[int], block: bool) -> None:
         busy.discard(pid)
         block = False
 
-
-def register(sub) -> None:
-    from .cli import add_unwind_options, command_parser, positive
-    s = command_parser(sub, "serve", help="serve core_pattern '@SOCKET' (socket mode)",
-                       description="Accept the cores the kernel sends to an AF_UNIX socket "
-                       "(core_pattern '@PATH', Linux 6.16+), one report each; also runs "
-                       "under a systemd socket unit (socket activation).")
-    s.add_argument("--socket", metavar="PATH", help="where to listen (not needed under systemd)")
-    s.add_argument("--jobs", type=positive, default=2, metavar="N",
-                   help="cores handled at the same time at most (default 2)")
-    add_unwind_options(s)
-    add_stream_options(s)
-    s.set_defaults(run=serve)

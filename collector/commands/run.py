@@ -1,0 +1,56 @@
+"""`collector run [--] PROG ARGS...`: run a program as a tracee and report
+the fatal signal it dies of, if it dies of one. The collector exits as the
+program did: its exit code, or 128 + the number of the signal that killed it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..collect import crash_report
+from ..errors import CannotRun, UsageError
+from ..targets import tracer
+from .options import add_stop_options, add_unwind_options, command_parser
+
+
+def run(args) -> dict | None:
+    """The report or None; sets the exit status to mirror."""
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        raise UsageError("collector run: which program? (collector run [--] PROG ARGS...)")
+    reports: list[dict] = []
+
+    def on_crash(crash):
+        reports.append(crash_report("run", crash, args.max_frames, args.outlet.images))
+
+    with tracer.signals_blocked() as mask:
+        t, untraced, error = tracer.start(argv, mask, on_crash, args.stack_window,
+                                          args.stop_timeout)
+        if untraced:  # the program runs all the same, without a report
+            print(f"collector: cannot trace {argv[0]}: {untraced}", file=sys.stderr)
+        try:
+            t.follow(lambda info: tracer.forward(t.pid, info))
+        finally:
+            t.detach_all()
+        status = t.status if t.status is not None else os.waitpid(t.pid, 0)[1]
+    if error:
+        raise CannotRun(f"cannot run {argv[0]}: {error.decode(errors='replace')}")
+    if reports:
+        reports[0]["timings"]["stopped_ms"] = round(t.stopped_ms, 3)
+    print(f"collector: {argv[0]} {tracer.describe(status)}", file=sys.stderr)
+    code = os.waitstatus_to_exitcode(status)
+    args.exit_status = code if code >= 0 else 128 - code
+    return reports[0] if reports else None
+
+
+def register(sub) -> None:
+    r = command_parser(sub, "run", help="run a program and report the crash it dies of",
+                       description="Start PROG as a tracee. If a fatal signal (SEGV, BUS, ILL, "
+                       "FPE, ABRT, TRAP, SYS) is about to kill it, report every thread's "
+                       "backtrace, then let the signal proceed. Exits as PROG did "
+                       "(128+N if it was killed by signal N).")
+    r.add_argument("argv", nargs=argparse.REMAINDER, metavar="PROG [ARGS...]")
+    add_unwind_options(r)
+    add_stop_options(r)
+    r.set_defaults(func=run)

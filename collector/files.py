@@ -1,0 +1,56 @@
+"""Files the collector writes: into a directory that is ours (a real
+directory, not a symlink, not writable by others), under a temporary name
+created with O_EXCL|O_NOFOLLOW (never predictable), renamed into place; the
+temporary file is removed on every failure, a full disk included. (Files
+read on a target's behalf: unwinder/files.py.)
+"""
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from collections.abc import Iterable
+
+
+class UnsafeDirectory(OSError):
+    pass
+
+
+def own_dir(path: str, mode: int = 0o700) -> str:
+    """Make `path` if missing; refuse one that is a symlink, not a directory,
+    or writable by a user other than its owner (unless sticky, as /tmp)."""
+    os.makedirs(path, mode=mode, exist_ok=True)
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise UnsafeDirectory(f"{path} is not a directory (a symlink?)")
+    if st.st_uid not in (0, os.geteuid()):
+        raise UnsafeDirectory(f"{path} belongs to uid {st.st_uid}")
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        raise UnsafeDirectory(f"{path} is writable by others (mode {stat.S_IMODE(st.st_mode):o})")
+    return path
+
+
+def write_atomic(path: str, data: bytes | Iterable[bytes], mode: int = 0o600,
+                 fsync: bool = False) -> None:
+    """Replace `path` whole, or leave it as it was (OSError)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    try:
+        os.fchmod(fd, mode)
+        for chunk in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
+        if fsync:
+            os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -1,0 +1,76 @@
+"""Sequential reads of an fd: a pipe, a socket or a file, front to back,
+with a time limit on each wait."""
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import stat
+
+CHUNK = 1 << 20
+
+
+class Stalled(Exception):
+    """No input for `idle_timeout` seconds."""
+
+
+class Stream:
+    """Sequential reads from a pipe, socket or file; waits at most
+    `idle_timeout` seconds for each chunk; `pos` counts bytes consumed.
+    Bytes skipped on a pipe are spliced to /dev/null, never copied to us."""
+
+    def __init__(self, fd: int, idle_timeout: float):
+        self.fd = fd
+        self.pos = 0
+        self.eof = False
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
+        self._timeout_ms = int(idle_timeout * 1000)
+        self._scratch: memoryview | None = None
+        self._null: int | None = None
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            self._null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+            try:  # fewer, larger transfers
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        if self._null is not None:
+            os.close(self._null)
+            self._null = None
+
+    def _advance(self, n: int) -> int:
+        if n == 0:
+            self.eof = True
+        self.pos += n
+        return n
+
+    def _wait(self) -> None:
+        if not self._poll.poll(self._timeout_ms):
+            raise Stalled(f"no core data for {self._timeout_ms / 1000:g} s at offset {self.pos}")
+
+    def _readinto(self, view: memoryview) -> int:
+        self._wait()
+        return self._advance(os.readv(self.fd, [view]))
+
+    def read(self, size: int) -> bytearray:
+        """`size` bytes, or fewer at the end of the input (read in place: a
+        kept range is never copied twice)."""
+        buf = bytearray(size)
+        with memoryview(buf) as view:
+            got = 0
+            while got < size and not self.eof:
+                got += self._readinto(view[got:])
+        del buf[got:]
+        return buf
+
+    def skip_to(self, offset: int) -> None:
+        while self.pos < offset and not self.eof:
+            if self._null is not None:
+                self._wait()
+                self._advance(os.splice(self.fd, self._null, min(offset - self.pos, 1 << 30)))
+                continue
+            if self._scratch is None:
+                self._scratch = memoryview(bytearray(CHUNK))
+            self._readinto(self._scratch[:min(CHUNK, offset - self.pos)])
