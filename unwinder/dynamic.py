@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from .cfi import EXPRESSION, OFFSET, REGISTER, CfaRule, CfiError, CfiTable, Row, Rule
 from .cfi.encoding import PointerBases
 from .elf import STB_GLOBAL, ElfError
+from .leb128 import encode_sleb
 from .modules import MAX_IN_MEMORY_IMAGE, ImageCache, Module, ModuleMap
 from .regs import RBP, RIP, RSP
 from .space import AddressSpace, MemoryFault, read_u64
@@ -291,7 +292,7 @@ def _apply(state: _State, tag: int, reg: int, val: int, labels, prologues) -> _S
         if state.cfa_reg == base:
             state.rules[reg] = Rule(OFFSET, sval - state.cfa_off)
         else:                            # DW_OP_breg<base> sval
-            state.rules[reg] = Rule(EXPRESSION, bytes([0x70 + base]) + _sleb(sval))
+            state.rules[reg] = Rule(EXPRESSION, bytes([0x70 + base]) + encode_sleb(sval))
     elif tag == DYN_ADD:
         if reg == RSP and state.cfa_reg == RSP:
             state.cfa_off -= sval
@@ -304,16 +305,6 @@ def _apply(state: _State, tag: int, reg: int, val: int, labels, prologues) -> _S
     elif tag == DYN_COPY_STATE and val in labels:
         state = labels[val].copy()
     return state
-
-
-def _sleb(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if (value == 0 and not byte & 0x40) or (value == -1 and byte & 0x40):
-            return bytes(out + bytes([byte]))
-        out.append(byte | 0x80)
 
 
 class _Procs:
