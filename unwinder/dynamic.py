@@ -29,7 +29,7 @@ from .leb128 import encode_sleb
 from .modules import MAX_IN_MEMORY_IMAGE, ImageCache, Module, ModuleMap
 from .regs import RBP, RIP, RSP
 from .space import AddressSpace, MemoryFault, read_u64
-from .symbols import SymbolTable
+from .symbols.symtab import SymbolTable
 
 MAX_ENTRIES = 4096          # JIT objects or libunwind procedures, each list
 MAX_REGIONS = 256

@@ -9,7 +9,7 @@ DW_AT_low_pc or DW_AT_ranges) are handed to pyelftools.
 """
 from __future__ import annotations
 
-from .leb128 import uleb
+from ..leb128 import uleb
 
 _FIXED = {"DW_FORM_addr": 8, "DW_FORM_data1": 1, "DW_FORM_ref1": 1, "DW_FORM_flag": 1,
           "DW_FORM_strx1": 1, "DW_FORM_addrx1": 1, "DW_FORM_data2": 2, "DW_FORM_ref2": 2,
