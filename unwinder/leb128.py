@@ -19,27 +19,25 @@ def uleb(buf: bytes, pos: int) -> tuple[int, int]:
     byte = buf[pos]
     if byte < 0x80:  # the common one-byte case
         return byte, pos + 1
-    result, shift, end = 0, 0, pos + MAX_BYTES
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return result, pos
-        if pos >= end:
-            raise LebError("LEB128 value too long")
+    value, _, pos = _bits(buf, pos)
+    return value, pos
 
 
 def sleb(buf: bytes, pos: int) -> tuple[int, int]:
-    result, shift, end = 0, 0, pos + MAX_BYTES
+    value, width, pos = _bits(buf, pos)
+    return (value - (1 << width) if value >> (width - 1) & 1 else value), pos
+
+
+def _bits(buf: bytes, pos: int) -> tuple[int, int, int]:
+    """(the value's bits, how many, new pos): the loop both readers share."""
+    value, shift, end = 0, 0, pos + MAX_BYTES
     while True:
         byte = buf[pos]
         pos += 1
-        result |= (byte & 0x7F) << shift
+        value |= (byte & 0x7F) << shift
         shift += 7
         if byte < 0x80:
-            return (result - (1 << shift) if byte & 0x40 else result), pos
+            return value, shift, pos
         if pos >= end:
             raise LebError("LEB128 value too long")
 
