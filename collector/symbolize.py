@@ -14,7 +14,7 @@ import os
 import time
 
 from unwinder.debuginfo import is_build_id, local_debug_file
-from unwinder.demangle import demangle
+from unwinder.symbols.demangle import demangle
 from unwinder.elf import ElfError
 from unwinder.modules import Image, ImageCache
 from unwinder.walk import symbol_pc

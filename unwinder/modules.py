@@ -17,7 +17,7 @@ from .debuginfo import is_build_id, local_debug_file, minidebuginfo
 from .elf import ElfError, ElfFile
 from .files import open_regular
 from .space import AddressSpace, Mapping, MemoryFault
-from .symbols import SymbolTable
+from .symbols.symtab import SymbolTable
 
 MAX_IN_MEMORY_IMAGE = 64 << 20  # a [vdso] or JIT object read from target memory
 MAX_CACHED_PCS = 1 << 16
@@ -112,7 +112,7 @@ class Image:
             self._lines = None
             for elf in (self.elf, self._debug_elf()):
                 if elf is not None and ".debug_info" in elf.sections:
-                    from .lines import DwarfLines
+                    from .symbols.lines import DwarfLines
                     try:
                         self._lines = DwarfLines(elf)
                     except (ElfError, ValueError) as e:

@@ -7,9 +7,8 @@ import time
 import pytest
 
 from unwinder.cfi import CfiError, RegisterUnknown, evaluate
+from unwinder.leb128 import encode_sleb as S
 from unwinder.space import MemoryFault
-
-from leb128 import S
 
 MASK = (1 << 64) - 1
 MEMORY = {0x1000: 0x1122334455667788, 0x2000: 0x1000}

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from unwinder.cfi import CfiError, CfiTable, Row, evaluate, step
+from unwinder.leb128 import encode_sleb as S, encode_uleb as U
 from unwinder.space import MemoryFault
 
 LIBC = Path("/lib/x86_64-linux-gnu/libc.so.6")
@@ -74,18 +75,10 @@ def _entry(body: bytes) -> bytes:
        pcs_=st.lists(st.integers(0, 0x200), min_size=1, max_size=6), regs=registers)
 def test_random_programs_over_valid_entries(cie_insns, fde_insns, caf, daf, ra, aug, pcs_, regs):
     """Valid headers around random instructions: the interpreter and step() see garbage."""
-    def leb(n: int, signed: bool = False) -> bytes:
-        out = bytearray()
-        while True:
-            byte, n = n & 0x7F, n >> 7
-            done = (n in (0, -1) and bool(byte & 0x40) == (n == -1)) if signed else n == 0
-            out.append(byte | (0 if done else 0x80))
-            if done:
-                return bytes(out)
     aug_data = {b"zR": b"\x1b", b"zRS": b"\x1b", b"zRB": b"\x1b",
                 b"zPLR": b"\x9b\x00\x00\x00\x00\x1b\x1b", b"": b""}[aug]
-    cie = (b"\0\0\0\0\x01" + aug + b"\0" + leb(caf) + leb(daf, True) + bytes([ra])
-           + (leb(len(aug_data)) + aug_data if aug else b"") + cie_insns)
+    cie = (b"\0\0\0\0\x01" + aug + b"\0" + U(caf) + S(daf) + bytes([ra])
+           + (U(len(aug_data)) + aug_data if aug else b"") + cie_insns)
     data = _entry(cie)
     fde_off = len(data)
     if aug:  # 'R' pcrel|sdata4, function at address 0

@@ -20,10 +20,9 @@ from unwinder.cfi import (
     step,
 )
 from unwinder.cfi.encoding import PointerBases, read_pointer, sleb, uleb
+from unwinder.leb128 import encode_sleb as S, encode_uleb as U
 from unwinder.regs import NAMES, R12, RAX, RBP, RBX, RDI, RIP, RSP
 from unwinder.space import FakeSpace, MemoryFault, read_u64
-
-from leb128 import S, U
 
 EH_ADDR = 0x40_0000   # link-time address of the synthetic .eh_frame
 HDR_ADDR = 0x3F_F000  # ... and of its .eh_frame_hdr

@@ -1,4 +1,4 @@
-"""unwinder.demangle against binutils' c++filt (libiberty, which reads
+"""unwinder.symbols.demangle against binutils' c++filt (libiberty, which reads
 C++, Rust legacy and Rust v0): for every name c++filt demangles, ours is the
 same; for every name it leaves alone, ours is None."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unwinder.demangle import demangle
+from unwinder.symbols.demangle import demangle
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 pytestmark = pytest.mark.skipif(shutil.which("c++filt") is None, reason="needs c++filt")

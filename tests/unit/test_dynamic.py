@@ -239,3 +239,18 @@ def test_garbage_lists_never_raise_more_than_reading_errors(words, pc):
         assert len(modules) <= dynamic.MAX_ENTRIES
         for m in modules:
             m.image.row_for(pc)
+
+
+def test_registration_is_searched_only_for_a_pc_no_file_holds():
+    files = ["/usr/bin/true", "/lib/x86_64-linux-gnu/libc.so.6"]
+    maps = [Mapping(0x4000_0000 * (i + 1), 0x4000_0000 * (i + 1) + 0x1000, "r-xp", 0, "08:01",
+                    i + 1, path) for i, path in enumerate(files)]
+    s = FakeSpace({}, maps)
+    modules = ModuleMap(s)
+    found = dynamic.registered(s, modules)
+    assert all(m.image is None for m in modules.modules)
+    assert modules.find(maps[0].start).image is not None
+    assert modules.modules[1].image is None          # the walk visited one file: one opened
+    assert found.find(CODE) is None                  # anonymous code: now every module is searched
+    assert all(m.image is not None for m in modules.modules)
+    assert found.modules == [] and found.errors == []

@@ -5,7 +5,7 @@ import mmap
 from hypothesis import given, settings, strategies as st
 
 from unwinder.elf import ElfError, ElfFile
-from unwinder.symbols import SymbolTable
+from unwinder.symbols.symtab import SymbolTable
 
 with open("/bin/true", "rb") as f:
     TRUE = f.read()

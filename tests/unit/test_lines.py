@@ -1,4 +1,4 @@
-"""unwinder.lines against binutils' addr2line: at every instruction of a
+"""unwinder.symbols.lines against binutils' addr2line: at every instruction of a
 fixture built several ways (DWARF 4 and 5, zlib-compressed sections, no
 .debug_aranges), our file:line chain (innermost first, inlined calls
 included) equals `addr2line -i`'s."""
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from unwinder.elf import ElfFile
-from unwinder.lines import DwarfLines, LineError
+from unwinder.symbols.lines import DwarfLines, LineError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 pytestmark = pytest.mark.skipif(not (shutil.which("gcc") and shutil.which("addr2line")),

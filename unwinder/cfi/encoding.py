@@ -1,12 +1,16 @@
-"""LEB128 and DW_EH_PE pointer decoding over a bytes buffer.
+"""DW_EH_PE pointer decoding over a bytes buffer, and LEB128 as CFI reads it.
 
 Every reader takes (buf, pos) and returns (value, new_pos). Running off the
 end of `buf` raises struct.error/IndexError; the table layer turns those into
-CfiError, so the hot paths here carry no bounds checks of their own.
+CfiError, so the hot paths here carry no bounds checks of their own. A LEB128
+value too long (unwinder.leb128's LebError) becomes a CfiError here.
 """
 from __future__ import annotations
 
 import struct
+
+from .. import leb128
+from ..leb128 import LebError
 
 MASK64 = 0xFFFF_FFFF_FFFF_FFFF
 
@@ -16,9 +20,6 @@ PE_SLEB128, PE_SDATA2, PE_SDATA4, PE_SDATA8 = 0x09, 0x0A, 0x0B, 0x0C
 PE_PCREL, PE_TEXTREL, PE_DATAREL, PE_FUNCREL, PE_ALIGNED = 0x10, 0x20, 0x30, 0x40, 0x50
 PE_INDIRECT = 0x80
 PE_OMIT = 0xFF
-
-# A longer LEB128 is garbage; the cap keeps hostile input from building huge ints.
-_MAX_LEB_BYTES = 20
 
 _FIXED = {
     PE_UDATA2: struct.Struct("<H"), PE_UDATA4: struct.Struct("<I"), PE_UDATA8: struct.Struct("<Q"),
@@ -32,32 +33,17 @@ class CfiError(ValueError):
 
 
 def uleb(buf: bytes, pos: int) -> tuple[int, int]:
-    byte = buf[pos]
-    if byte < 0x80:  # the common one-byte case
-        return byte, pos + 1
-    result, shift, end = 0, 0, pos + _MAX_LEB_BYTES
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return result, pos
-        if pos >= end:
-            raise CfiError("LEB128 value too long")
+    try:
+        return leb128.uleb(buf, pos)
+    except LebError as e:
+        raise CfiError(str(e)) from None
 
 
 def sleb(buf: bytes, pos: int) -> tuple[int, int]:
-    result, shift, end = 0, 0, pos + _MAX_LEB_BYTES
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return (result - (1 << shift) if byte & 0x40 else result), pos
-        if pos >= end:
-            raise CfiError("LEB128 value too long")
+    try:
+        return leb128.sleb(buf, pos)
+    except LebError as e:
+        raise CfiError(str(e)) from None
 
 
 class PointerBases:

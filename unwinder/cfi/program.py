@@ -34,6 +34,9 @@ MAX_STATE_STACK = 64
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+# Ops that give a register a factored offset: (rule kind, offset reader, sign).
+_FACTORED = {0x05: (OFFSET, uleb, 1), 0x11: (OFFSET, sleb, 1), 0x2F: (OFFSET, uleb, -1),
+             0x14: (VAL_OFFSET, uleb, 1), 0x15: (VAL_OFFSET, sleb, 1)}
 
 
 class State(NamedTuple):
@@ -138,18 +141,11 @@ def execute(buf: bytes, pos: int, end: int, cie: Cie, bases: PointerBases, loc: 
         elif op == 0x0F:  # def_cfa_expression
             expr, pos = _block(buf, pos)
             cfa = CfaRule(-1, 0, expr)
-        elif op == 0x05:  # offset_extended
+        elif op in _FACTORED:  # offset_extended(_sf), GNU_negative_offset_extended, val_offset(_sf)
+            kind, read, sign = _FACTORED[op]
             reg, pos = uleb(buf, pos)
-            n, pos = uleb(buf, pos)
-            rules[reg] = Rule(OFFSET, n * daf)
-        elif op == 0x11:  # offset_extended_sf
-            reg, pos = uleb(buf, pos)
-            n, pos = sleb(buf, pos)
-            rules[reg] = Rule(OFFSET, n * daf)
-        elif op == 0x2F:  # GNU_negative_offset_extended
-            reg, pos = uleb(buf, pos)
-            n, pos = uleb(buf, pos)
-            rules[reg] = Rule(OFFSET, -n * daf)
+            n, pos = read(buf, pos)
+            rules[reg] = Rule(kind, sign * n * daf)
         elif op == 0x06:  # restore_extended
             reg, pos = uleb(buf, pos)
             _restore(rules, initial, reg)
@@ -167,14 +163,6 @@ def execute(buf: bytes, pos: int, end: int, cie: Cie, bases: PointerBases, loc: 
             reg, pos = uleb(buf, pos)
             expr, pos = _block(buf, pos)
             rules[reg] = Rule(EXPRESSION if op == 0x10 else VAL_EXPRESSION, expr)
-        elif op == 0x14:  # val_offset
-            reg, pos = uleb(buf, pos)
-            n, pos = uleb(buf, pos)
-            rules[reg] = Rule(VAL_OFFSET, n * daf)
-        elif op == 0x15:  # val_offset_sf
-            reg, pos = uleb(buf, pos)
-            n, pos = sleb(buf, pos)
-            rules[reg] = Rule(VAL_OFFSET, n * daf)
         elif op == 0x2E:  # GNU_args_size
             args_size, pos = uleb(buf, pos)
         elif op == 0x2D:  # GNU_window_save: SPARC/AArch64 only, nothing to do on x86-64

@@ -9,6 +9,8 @@ DW_AT_low_pc or DW_AT_ranges) are handed to pyelftools.
 """
 from __future__ import annotations
 
+from ..leb128 import uleb
+
 _FIXED = {"DW_FORM_addr": 8, "DW_FORM_data1": 1, "DW_FORM_ref1": 1, "DW_FORM_flag": 1,
           "DW_FORM_strx1": 1, "DW_FORM_addrx1": 1, "DW_FORM_data2": 2, "DW_FORM_ref2": 2,
           "DW_FORM_strx2": 2, "DW_FORM_addrx2": 2, "DW_FORM_strx3": 3, "DW_FORM_addrx3": 3,
@@ -34,7 +36,8 @@ class Unsupported(Exception):
 def function_offsets(info, cu) -> list[int]:
     """Section offsets of the DIEs under the unit's top DIE (and inside its
     namespaces and classes) that are subprograms with code. `info` is the
-    .debug_info section (bytes). Raises Unsupported, or IndexError on a truncated unit."""
+    .debug_info section (bytes). Raises Unsupported, LebError on a LEB128 too
+    long, or IndexError on a truncated unit."""
     top = cu.get_top_DIE()
     if not top.has_children:
         return []
@@ -53,16 +56,6 @@ class _Scanner:
         self.found: list[int] = []
         self._decls: dict[int, tuple] = {}
 
-    def leb(self, pos: int) -> tuple[int, int]:
-        value = shift = 0
-        while True:
-            byte = self.info[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return value, pos
-
     def decl(self, code: int) -> tuple:
         """(tag, has_children, has_code, [(form, is_cu_sibling)])."""
         cached = self._decls.get(code)
@@ -79,7 +72,7 @@ class _Scanner:
         """Walks one list of sibling DIEs; returns the offset after its end."""
         while pos < self.end:
             start = pos
-            code, pos = self.leb(pos)
+            code, pos = uleb(self.info, pos)
             if code == 0:
                 return pos
             tag, has_children, has_code, specs = self.decl(code)
@@ -104,7 +97,7 @@ class _Scanner:
 
     def value(self, form: str, pos: int) -> int:
         if form == "DW_FORM_ref_udata":
-            return self.leb(pos)[0]
+            return uleb(self.info, pos)[0]
         return int.from_bytes(self.info[pos:pos + _FIXED[form]], "little")
 
     def skip(self, form: str, pos: int) -> int:
@@ -114,7 +107,7 @@ class _Scanner:
         if form in _OFFSET:
             return pos + self.offset_size
         if form in _LEB:
-            return self.leb(pos)[1]
+            return uleb(self.info, pos)[1]
         if form == "DW_FORM_string":
             end = self.info.find(b"\0", pos)
             if end < 0:
@@ -124,6 +117,6 @@ class _Scanner:
             n = _BLOCK_LEN[form]
             return pos + n + int.from_bytes(self.info[pos:pos + n], "little")
         if form in ("DW_FORM_block", "DW_FORM_exprloc"):
-            length, pos = self.leb(pos)
+            length, pos = uleb(self.info, pos)
             return pos + length
         raise Unsupported(form)

@@ -20,7 +20,7 @@ from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DwarfConfig, DWARFI
 from elftools.dwarf.ranges import BaseAddressEntry
 
 from .dwarf_scan import CONTAINERS, Unsupported, function_offsets
-from .elf import ElfError, ElfFile
+from ..elf import ElfError, ElfFile
 
 _SECTIONS = ("info", "abbrev", "str", "line", "line_str", "ranges", "rnglists",
              "addr", "str_offsets")

@@ -1,12 +1,7 @@
-"""Unwind information registered at run time, read through the AddressSpace:
-
-- the GDB JIT interface: `__jit_debug_descriptor` lists in-memory ELF objects
-  (with `.eh_frame` and symbols), each becomes a module named `[jit 0xADDR]`;
-- libunwind's `_U_dyn_info_list` (see libunwind-dynamic(3)): procedures in
-  the proc-info format (regions of unw_dyn_op_t directives, turned into CFI
-  rows here; their frames are tagged `jit`) or the table-info formats (an
-  .eh_frame_hdr-style search table and FDEs in memory, tagged `cfi`);
-- perf maps (`/tmp/perf-PID.map`, text the agent reads): names only.
+"""libunwind's `_U_dyn_info_list` (see libunwind-dynamic(3)): procedures
+in the proc-info format (regions of unw_dyn_op_t directives, turned into CFI
+rows here; their frames are tagged `jit`) or the table-info formats (an
+.eh_frame_hdr-style search table and FDEs in memory, tagged `cfi`).
 
 x86-64 reading of the proc-info format, which libunwind itself implements only
 for IA-64: an instruction index is a byte offset from the region's start; at
@@ -18,25 +13,25 @@ changed the state, as an IA-64 epilogue pops prologue regions.
 """
 from __future__ import annotations
 
-import bisect
 import struct
 from dataclasses import dataclass, field
 
-from .cfi import EXPRESSION, OFFSET, REGISTER, CfaRule, CfiError, CfiTable, Row, Rule
-from .cfi.encoding import PointerBases
-from .elf import STB_GLOBAL, ElfError
-from .modules import MAX_IN_MEMORY_IMAGE, ImageCache, Module, ModuleMap
-from .regs import RBP, RIP, RSP
-from .space import AddressSpace, MemoryFault, read_u64
-from .symbols import SymbolTable
+from ..cfi import EXPRESSION, OFFSET, REGISTER, CfaRule, CfiError, CfiTable, Row, Rule
+from ..cfi.encoding import PointerBases
+from ..elf import STB_GLOBAL
+from ..leb128 import encode_sleb
+from ..modules import MAX_IN_MEMORY_IMAGE, Module
+from ..regs import RBP, RIP, RSP
+from ..space import AddressSpace, MemoryFault, read_u64
+from ..symbols.symtab import SymbolTable
+from .common import MAX_ENTRIES, RuntimeImage, linked
 
-MAX_ENTRIES = 4096          # JIT objects or libunwind procedures, each list
+SYMBOLS = ("_U_dyn_info_list", "_U_dyn_info_list_addr")
 MAX_REGIONS = 256
 MAX_OPS = 1024              # per region
 MAX_ALIAS_DEPTH = 4
 MAX_TABLE = 1 << 20         # bytes of an in-memory FDE table
 MAX_NAME = 256
-_SYM = struct.Struct("<IBBHQQ")
 _OP = struct.Struct("<bbhiQ")
 (DYN_STOP, DYN_SAVE_REG, DYN_SPILL_FP_REL, DYN_SPILL_SP_REL, DYN_ADD, DYN_POP_FRAMES,
  DYN_LABEL_STATE, DYN_COPY_STATE, DYN_ALIAS) = range(9)
@@ -44,67 +39,11 @@ FORMAT_DYNAMIC, FORMAT_TABLE, FORMAT_REMOTE_TABLE, FORMAT_IP_OFFSET = 0, 1, 2, 4
 _CHANGES = (DYN_SAVE_REG, DYN_SPILL_FP_REL, DYN_SPILL_SP_REL, DYN_ADD)
 
 
-class Registered:
-    """Modules for code described at run time, found by runtime address:
-    GDB JIT objects and libunwind procedures first, perf-map names last."""
-
-    def __init__(self, described: list[Module], named: list[Module], errors: list[str]):
-        self.modules = described + named
-        self.errors = errors
-        self._described = sorted(described, key=lambda m: m.start)
-        self._starts = [m.start for m in self._described]
-        self._named = named
-
-    def find(self, pc: int) -> Module | None:
-        i = bisect.bisect_right(self._starts, pc) - 1
-        if i >= 0 and pc < self._described[i].end:
-            return self._described[i]
-        return next((m for m in self._named if m.start <= pc < m.end), None)
-
-
-def registered(space: AddressSpace, modules: ModuleMap, perf_map: str | None = None,
-               perf_map_name: str = "perf map") -> Registered:
-    described: list[Module] = []
-    errors: list[str] = []
-    for module in modules.load_all():
-        if module.image is None or module.bias is None:
-            continue
-        try:
-            found = symbol_values(module, ("__jit_debug_descriptor", "_U_dyn_info_list",
-                                           "_U_dyn_info_list_addr"))
-            if "__jit_debug_descriptor" in found:
-                described += gdb_jit(space, found["__jit_debug_descriptor"], modules.cache, errors)
-            head = found.get("_U_dyn_info_list") or _list_from_addr_function(
-                space, found.get("_U_dyn_info_list_addr"))
-            if head:
-                described += libunwind(space, head, errors)
-        except (MemoryFault, ElfError, CfiError, struct.error, IndexError) as e:
-            errors.append(f"{module.path}: run-time unwind info: {e}")
-    named = [perf_map_module(perf_map, perf_map_name)] if perf_map else []
-    return Registered(described, [m for m in named if m is not None], errors)
-
-
-def symbol_values(module: Module, names: tuple[str, ...]) -> dict[str, int]:
-    """Runtime addresses of defined symbols (any type) by name, from .symtab
-    and .dynsym; a string-table search first keeps the common case cheap."""
-    elf, out = module.image.elf, {}
-    for table in (".symtab", ".dynsym"):
-        section = elf.sections.get(table)
-        if section is None or section.link >= len(elf.by_index):
-            continue
-        strtab = bytes(elf.contents(elf.by_index[section.link]))
-        wanted = {}
-        for name in names:
-            at = strtab.find(b"\0" + name.encode() + b"\0")
-            if at >= 0 and name not in out:
-                wanted[at + 1] = name
-        if not wanted:
-            continue
-        data = elf.contents(section)
-        for name_off, _, _, shndx, value, _ in _SYM.iter_unpack(data[:len(data) - len(data) % 24]):
-            if name_off in wanted and shndx:
-                out.setdefault(wanted[name_off], value + module.bias)
-    return out
+def from_symbols(space: AddressSpace, found: dict[str, int], cache,
+                 errors: list[str]) -> list[Module]:
+    head = found.get("_U_dyn_info_list") or _list_from_addr_function(
+        space, found.get("_U_dyn_info_list_addr"))
+    return libunwind(space, head, errors) if head else []
 
 
 def _list_from_addr_function(space: AddressSpace, fn: int | None) -> int | None:
@@ -118,48 +57,11 @@ def _list_from_addr_function(space: AddressSpace, fn: int | None) -> int | None:
     return fn + 7 + struct.unpack_from("<i", code, 3)[0]
 
 
-# ------------------------------------------------------------- GDB JIT
-
-def gdb_jit(space: AddressSpace, descriptor: int, cache: ImageCache,
-            errors: list[str]) -> list[Module]:
-    """struct jit_descriptor { u32 version, action; entry *relevant, *first; }
-    struct jit_code_entry { entry *next, *prev; u64 symfile_addr, symfile_size; }"""
-    out = []
-    entry = read_u64(space, descriptor + 16)
-    for addr in _linked(space, entry):
-        symfile, size = read_u64(space, addr + 16), read_u64(space, addr + 24)
-        name = f"[jit {symfile:#x}]"
-        if not 0 < size <= MAX_IN_MEMORY_IMAGE:
-            errors.append(f"{name}: implausible size {size}")
-            continue
-        try:
-            image = cache.from_memory(space.read(symfile, size), name)
-        except (ElfError, MemoryFault) as e:
-            errors.append(f"{name}: {e}")
-            continue
-        code = [s for s in image.elf.sections.values() if s.flags & 4 and s.size]  # SHF_EXECINSTR
-        if code:
-            out.append(Module(name, min(s.addr for s in code),
-                              max(s.addr + s.size for s in code), image=image, bias=0))
-    return out
-
-
-def _linked(space: AddressSpace, first: int):
-    """Addresses along a `next` chain at offset 0, bounded, cycles ended."""
-    seen, addr = set(), first
-    while addr and addr not in seen and len(seen) < MAX_ENTRIES:
-        seen.add(addr)
-        yield addr
-        addr = read_u64(space, addr)
-
-
-# ------------------------------------------------------------- libunwind
-
 def libunwind(space: AddressSpace, head: int, errors: list[str]) -> list[Module]:
     """unw_dyn_info_list_t { u32 version, generation; unw_dyn_info_t *first; }"""
     out = []
     resolver = _Procs()
-    for addr in _linked(space, read_u64(space, head + 8)):
+    for addr in linked(space, read_u64(space, head + 8)):
         info = space.read(addr, 88)
         _, _, start, end, _, fmt, _, _, name_ptr, a, b, c = struct.unpack("<5QiiQ4Q", info)
         name = _cstr(space, name_ptr) or f"{start:#x}"
@@ -212,34 +114,11 @@ class _State:
         return _State(self.cfa_reg, self.cfa_off, dict(self.rules))
 
 
-class _Image:
-    """What the walk and the report need of an image, for code with no file:
-    names, and rows whose frames are tagged `method`."""
-    build_id = None
-    method = "cfi"
-
-    def __init__(self, name: str, symbols: SymbolTable):
-        self.path = name
-        self.errors: list[str] = []
-        self.symbols = symbols
-
-    def row_for(self, pc: int) -> Row | None:
-        """As Image.row_for: bad unwind info is an error on the image, not a raise."""
-        try:
-            return self._row(pc)
-        except CfiError as e:
-            self.errors.append(f"{self.path}: at {pc:#x}: {e}")
-            return None
-
-    def _row(self, pc: int, depth: int = 0) -> Row | None:
-        return None
-
-
 def _one_symbol(name: str, start: int, end: int) -> SymbolTable:
     return SymbolTable([(start, 0, end - start, STB_GLOBAL, 0, 0)], name.encode() + b"\0")
 
 
-class ProcInfo(_Image):
+class ProcInfo(RuntimeImage):
     """A procedure described in libunwind's proc-info format."""
     method = "jit"
 
@@ -291,7 +170,7 @@ def _apply(state: _State, tag: int, reg: int, val: int, labels, prologues) -> _S
         if state.cfa_reg == base:
             state.rules[reg] = Rule(OFFSET, sval - state.cfa_off)
         else:                            # DW_OP_breg<base> sval
-            state.rules[reg] = Rule(EXPRESSION, bytes([0x70 + base]) + _sleb(sval))
+            state.rules[reg] = Rule(EXPRESSION, bytes([0x70 + base]) + encode_sleb(sval))
     elif tag == DYN_ADD:
         if reg == RSP and state.cfa_reg == RSP:
             state.cfa_off -= sval
@@ -304,16 +183,6 @@ def _apply(state: _State, tag: int, reg: int, val: int, labels, prologues) -> _S
     elif tag == DYN_COPY_STATE and val in labels:
         state = labels[val].copy()
     return state
-
-
-def _sleb(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if (value == 0 and not byte & 0x40) or (value == -1 and byte & 0x40):
-            return bytes(out + bytes([byte]))
-        out.append(byte | 0x80)
 
 
 class _Procs:
@@ -330,7 +199,7 @@ class _Procs:
         return proc._row(pc, depth) if proc else None
 
 
-class TableInfo(_Image):
+class TableInfo(RuntimeImage):
     """Procedures described by an in-memory FDE search table."""
 
     def __init__(self, name, start, end, table: CfiTable):
@@ -377,25 +246,3 @@ def _cstr(space: AddressSpace, addr: int) -> str | None:
         except MemoryFault:
             return None
     return data.split(b"\0", 1)[0].decode("utf-8", "replace") or None
-
-
-# ------------------------------------------------------------- perf maps
-
-def perf_map_module(text: str, name: str) -> Module | None:
-    """`START SIZE NAME` lines (hex) as one module whose symbols are the names."""
-    rows, names = [], bytearray()
-    for index, line in enumerate(text.splitlines()):
-        parts = line.split(None, 2)
-        try:
-            start, size = int(parts[0], 16), int(parts[1], 16)
-        except (ValueError, IndexError):
-            continue
-        if len(parts) < 3 or not size or len(rows) >= 1 << 20:
-            continue
-        rows.append((start, index, size, STB_GLOBAL, len(names), 0))
-        names += parts[2].encode() + b"\0"
-    if not rows:
-        return None
-    rows.sort()
-    return Module(name, rows[0][0], max(r[0] + r[2] for r in rows),
-                  image=_Image(name, SymbolTable(rows, bytes(names))), bias=0)

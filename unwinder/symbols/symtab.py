@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bisect
 
-from .elf import STB_GLOBAL, STB_WEAK, cstr
+from ..elf import STB_GLOBAL, STB_WEAK, cstr
 
 # Among aliases at one address, the name eu-stack and gdb show: global, then
 # weak, then local; among equals the first in the table.

@@ -1,90 +1,47 @@
-"""Symbol names a developer can read: C++ (Itanium ABI) and Rust (legacy
-and v0).
-
-C++ goes to the system's libstdc++ `__cxa_demangle` (through ctypes): the
-demangler gcc ships and elfutils calls, so names equal eu-stack's, kept up
-to date by the distribution. libstdc++ has no Rust demangler and no
-maintained Python package is worth a dependency for ~200 lines, so Rust is
-ours, written to print what binutils' c++filt (libiberty) prints: legacy
-names with their hash, v0 names with crate disambiguators.
+"""Rust symbol names, legacy and v0, printed as binutils' c++filt
+(libiberty) prints them: legacy names with their hash, v0 names with crate
+disambiguators. libstdc++ has no Rust demangler and no maintained Python
+package is worth a dependency for a few hundred lines, so this one is ours.
 """
 from __future__ import annotations
 
-import ctypes
-import functools
 import re
 
-MAX_NAME = 4096   # longer names are left mangled
 MAX_DEPTH = 200   # nesting in a v0 name
 
 
+class Invalid(Exception):
+    """Not a well-formed Rust name."""
+
+
 def demangle(name: str) -> str | None:
-    """The readable name, or None when `name` is not a mangled name we read."""
-    if not name or len(name) > MAX_NAME:
-        return None
-    base, _, version = name.partition("@")  # keep a symbol version: foo@@GLIBC_2.2.5
-    suffix = "@" + version if version else ""
-    try:
-        if base.startswith("_R"):
-            out = _V0(base[2:]).symbol()
-        elif _LEGACY.match(base):
-            out = _rust_legacy(base)
-        elif base.startswith("_Z"):
-            out = _cxx(base)
-        else:
-            return None
-    except (_Invalid, RecursionError, UnicodeError, ValueError, IndexError):
-        return None
-    return out + suffix if out else None
+    """The readable name of a Rust symbol (no `@version`), None when `name`
+    is not one. Raises Invalid (or ValueError, IndexError, RecursionError,
+    UnicodeError on garbage: demangle.demangle folds them)."""
+    if name.startswith("_R"):
+        return _V0(name[2:]).symbol()
+    if _LEGACY.match(name):
+        return _legacy(name)
+    return None
 
 
-@functools.cache
-def _cxa_demangle():
-    try:
-        fn = ctypes.CDLL("libstdc++.so.6").__cxa_demangle  # the soname, stable since gcc 3.4
-    except (OSError, AttributeError):
-        return None
-    fn.restype = ctypes.c_void_p
-    fn.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p,
-                   ctypes.POINTER(ctypes.c_int)]
-    return fn
-
-
-_libc = ctypes.CDLL(None)
-_libc.free.argtypes = [ctypes.c_void_p]
-
-
-def _cxx(name: str) -> str | None:
-    fn = _cxa_demangle()
-    if fn is None:
-        return None
-    status = ctypes.c_int(0)
-    out = fn(name.encode(), None, None, ctypes.byref(status))
-    if not out or status.value != 0:
-        return None
-    try:
-        return ctypes.string_at(out).decode("utf-8", "replace")
-    finally:
-        _libc.free(out)
-
-
-# ------------------------------------------------------------ Rust legacy
+# ------------------------------------------------------------ legacy
 
 _LEGACY = re.compile(r"_ZN.*17h[0-9a-f]{16}E$")
 _ESCAPES = {"SP": "@", "BP": "*", "RF": "&", "LT": "<", "GT": ">", "LP": "(",
             "RP": ")", "C": ","}
 
 
-def _rust_legacy(name: str) -> str:
+def _legacy(name: str) -> str:
     rest, parts = name[3:-1], []
     while rest:
         m = re.match(r"(\d+)", rest)
         if not m:
-            raise _Invalid
+            raise Invalid
         n = int(m.group(1))
         part, rest = rest[m.end():m.end() + n], rest[m.end() + n:]
         if len(part) != n:
-            raise _Invalid
+            raise Invalid
         parts.append(_legacy_part(part))
     return "::".join(parts)
 
@@ -100,14 +57,14 @@ def _legacy_part(part: str) -> str:
         elif part.startswith("$"):
             end = part.find("$", 1)
             if end < 0:
-                raise _Invalid
+                raise Invalid
             code = part[1:end]
             if code in _ESCAPES:
                 out.append(_ESCAPES[code])
             elif code.startswith("u") and re.fullmatch(r"[0-9a-f]+", code[1:]):
                 out.append(chr(int(code[1:], 16)))
             else:
-                raise _Invalid
+                raise Invalid
             part = part[end + 1:]
         else:
             m = re.match(r"[^$]+?(?=\$|\.\.|$)", part)
@@ -116,11 +73,7 @@ def _legacy_part(part: str) -> str:
     return "".join(out)
 
 
-# ---------------------------------------------------------------- Rust v0
-
-class _Invalid(Exception):
-    pass
-
+# ---------------------------------------------------------------- v0
 
 _BASIC = {"a": "i8", "b": "bool", "c": "char", "d": "f64", "e": "str", "f": "f32",
           "h": "u8", "i": "isize", "j": "usize", "l": "i32", "m": "u32", "n": "i128",
@@ -142,7 +95,7 @@ class _V0:
 
     def symbol(self) -> str:
         if self.s[:1].isdigit():
-            raise _Invalid  # an encoding version we do not know
+            raise Invalid  # an encoding version we do not know
         self.path(True)
         # what follows (the instantiating crate, a '.llvm.N' suffix) is not
         # printed, and c++filt does not check it either
@@ -155,7 +108,7 @@ class _V0:
 
     def next(self) -> str:
         if self.pos >= len(self.s):
-            raise _Invalid
+            raise Invalid
         self.pos += 1
         return self.s[self.pos - 1]
 
@@ -172,7 +125,7 @@ class _V0:
         while not self.eat("_"):
             c = self.next()
             if c not in _B62:
-                raise _Invalid
+                raise Invalid
             value = value * 62 + _B62.index(c)
         return value + 1
 
@@ -182,7 +135,7 @@ class _V0:
     def decimal(self) -> int:
         m = re.compile(r"0|[1-9]\d*").match(self.s, self.pos)
         if not m:
-            raise _Invalid
+            raise Invalid
         self.pos = m.end()
         return int(m.group(0))
 
@@ -192,7 +145,7 @@ class _V0:
         self.eat("_")
         text = self.s[self.pos:self.pos + n]
         if len(text) != n:
-            raise _Invalid
+            raise Invalid
         self.pos += n
         if not punycode:
             return text
@@ -202,13 +155,13 @@ class _V0:
     def enter(self):
         self.depth += 1
         if self.depth > MAX_DEPTH:
-            raise _Invalid
+            raise Invalid
 
     def backref(self, then):
         start = self.pos - 1
         target = self.base62()
         if target >= start:
-            raise _Invalid
+            raise Invalid
         saved = self.pos
         self.pos = target
         self.enter()
@@ -236,7 +189,7 @@ class _V0:
         elif tag == "N":
             ns = self.next()
             if not ns.isalpha():
-                raise _Invalid
+                raise Invalid
             self.path(in_value)
             dis = self.opt_base62("s")
             name = self.ident()
@@ -265,7 +218,7 @@ class _V0:
         elif tag == "B":
             self.backref(lambda: self.path(in_value))
         else:
-            raise _Invalid
+            raise Invalid
         self.depth -= 1
 
     def generic_arg(self):
@@ -282,7 +235,7 @@ class _V0:
             return
         depth = self.bound_lifetimes - index
         if depth < 0:
-            raise _Invalid
+            raise Invalid
         self.emit("'" + chr(ord("a") + depth) if depth < 26 else f"'_{depth}")
 
     def binder(self, then):
@@ -334,7 +287,7 @@ class _V0:
             self.emit("dyn ")
             self.binder(lambda: self.sep_list(self.dyn_trait, " + "))
             if not self.eat("L"):
-                raise _Invalid
+                raise Invalid
             lt = self.base62()
             if lt:
                 self.emit(" + ")
@@ -400,18 +353,18 @@ class _V0:
         elif tag == "b":
             value = self.const_uint()
             if value not in ("0", "1"):
-                raise _Invalid
+                raise Invalid
             self.emit("true" if value == "1" else "false")
         elif tag == "c":
             self.emit(_char_literal(int(self.const_uint())))
         else:
-            raise _Invalid  # str, reference, array, tuple and ADT constants: left mangled
+            raise Invalid  # str, reference, array, tuple and ADT constants: left mangled
         self.depth -= 1
 
     def const_uint(self) -> str:
         m = re.compile(r"([0-9a-f]*)_").match(self.s, self.pos)
         if not m:
-            raise _Invalid
+            raise Invalid
         self.pos = m.end()
         digits = m.group(1).lstrip("0") or "0"
         return str(int(digits, 16)) if len(digits) <= 16 else "0x" + m.group(1)
