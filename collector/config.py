@@ -18,6 +18,19 @@ ENV = {"COLLECTOR_STATE_DIR": "collector.state_dir", "COLLECTOR_SPOOL_DIR": "spo
 SIZE_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str | int | float) -> float:
+    """'30d', '12h', '90min', 3600 -> seconds; ValueError otherwise."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    m = re.fullmatch(r"\s*([\d.]+)\s*([a-z]*)\s*", str(text).lower())
+    if not m or m.group(2) not in ("", *DURATION_UNITS):
+        raise ValueError(text)
+    return float(m.group(1)) * DURATION_UNITS.get(m.group(2), 1)
+
+
 def parse_size(text: str | int) -> int:
     """'256K', '1M', '10m', 4096 -> bytes; ValueError otherwise."""
     if isinstance(text, int) and not isinstance(text, bool):
@@ -31,7 +44,8 @@ def parse_size(text: str | int) -> int:
 SECRET_CMDLINE = (r"(?i)^--?[\w.-]*(token|secret|password|passwd|key|credential|auth)[\w.-]*"
                   r"=(?P<secret>.+)$")
 
-# section -> key -> (kind, default); kind is a type, a tuple of choices, or "size"/"regexes"
+# section -> key -> (kind, default); kind is a type, a tuple of choices, or
+# "size"/"duration"/"regexes"
 # syslog facilities by name (RFC 5424 section 6.2.1)
 FACILITIES = {name: code for code, name in enumerate(
     "kern user mail daemon auth syslog lpr news uucp cron authpriv ftp".split())}
@@ -48,6 +62,9 @@ SECTIONS = {
               "max_fingerprints": (int, 1024)},
     "spool": {"dir": (str, "/var/spool/collector"), "max_reports": (int, 1000),
               "max_bytes": ("size", 64 << 20), "retry_after": (float, 30.0)},
+    "store": {"enabled": (bool, True), "max_reports": (int, 10000),
+              "max_bytes": ("size", 256 << 20), "max_age": ("duration", 30 * 86400.0),
+              "keep_free": ("size", 1 << 30)},
 }
 SINK_COMMON = {"type": (("stdout", "file", "journald", "syslog", "http"), None),
                "name": (str, None)}
@@ -114,6 +131,12 @@ class Checker:
                 return parse_size(value)
             except ValueError:
                 self.fail(table, key, f"not a size: {value!r} (e.g. 10M)", index)
+        if kind == "duration":
+            try:
+                return parse_duration(value)
+            except ValueError:
+                self.fail(table, key, f"not a duration: {value!r} (e.g. 30d, 12h, 0 for none)",
+                          index)
         if kind == "regexes":
             self.value(table, key, list, value, index)
             for v in value:

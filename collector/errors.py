@@ -58,6 +58,15 @@ class FlushIncomplete(CollectorError):
     exit_code = 14
 
 
+class NoMatch(CollectorError):
+    """list/show: no stored report matches (exit 1, as coredumpctl)."""
+    exit_code = 1
+
+
+class StoreUnavailable(CollectorError):
+    exit_code = 15
+
+
 class BadReport(UsageError):
     """`collector symbolize` was given something that is not a report."""
 
@@ -68,7 +77,7 @@ class CannotRun(CollectorError):
 
 EXIT_CODES = [
     (0, "success"),
-    (1, "internal error (a bug: please report it)"),
+    (1, "internal error (a bug: please report it); list, show: no report matches"),
     (2, "usage error"),
     (NoSuchProcess.exit_code, "no such process"),
     (NotPermitted.exit_code, "not permitted to trace the process"),
@@ -82,5 +91,6 @@ EXIT_CODES = [
     (ConfigError.exit_code, "invalid configuration (the message names the file, line and key)"),
     (NotDelivered.exit_code, "a report reached no sink and could not be spooled either"),
     (FlushIncomplete.exit_code, "spooled reports could not all be delivered (they stay spooled)"),
+    (StoreUnavailable.exit_code, "list, show: the report store cannot be read"),
     (CannotRun.exit_code, "run: the program cannot be executed"),
 ]

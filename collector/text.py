@@ -1,4 +1,39 @@
 """The report for a human: one line per frame, like eu-stack and gdb."""
+import datetime
+import re
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def escape(text) -> str:
+    """A value taken from the target, printable on one line: control
+    characters as \\xNN (ESC, CR and newline cannot forge output)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+def info(report: dict) -> str:
+    """The header `collector show` prints, in the shape of `coredumpctl info`."""
+    p = report.get("process") or {}
+    sig = report.get("signal") or {}
+    fields = [("PID", f"{p.get('pid')} ({escape(p.get('name') or '?')})"),
+              ("UID", p.get("uid")), ("GID", p.get("gid")),
+              ("Signal", f"{sig.get('number')} ({sig.get('name')})" if sig else None),
+              ("Timestamp", _local(report.get("time"))),
+              ("Command Line", escape(" ".join(p.get("cmdline") or [])) or None),
+              ("Executable", escape(p["exe"]) if p.get("exe") else None),
+              ("Unit", escape(p["unit"]) if p.get("unit") else None),
+              ("Source", report.get("source")),
+              ("Hostname", (report.get("host") or {}).get("hostname")),
+              ("Fingerprint", report.get("fingerprint")), ("Report ID", report.get("report_id"))]
+    return "".join(f"{k:>14}: {v}\n" for k, v in fields if v is not None) + "\n"
+
+
+def _local(iso) -> str | None:
+    try:
+        t = datetime.datetime.fromisoformat(str(iso).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t.astimezone().strftime("%a %Y-%m-%d %H:%M:%S %Z")
 
 
 def render(report: dict) -> str:

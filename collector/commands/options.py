@@ -74,3 +74,49 @@ def add_output_options(p) -> None:
                    help="write each report to a new file in DIR (mode 0600) rather than to "
                    "the configured sinks")
     p.add_argument("--output", metavar="FILE", help="write the report to FILE (mode 0600)")
+
+
+def when(text: str) -> float:
+    """A point in time as journalctl takes it: '2026-12-01 10:00[:00]',
+    '2026-12-01', 'today', 'yesterday', 'now', '1h ago', '@EPOCH'."""
+    import datetime
+    t = text.strip().lower()
+    now = datetime.datetime.now().astimezone()
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    words = {"now": now, "today": midnight, "yesterday": midnight - datetime.timedelta(days=1),
+             "tomorrow": midnight + datetime.timedelta(days=1)}
+    if t in words:
+        return words[t].timestamp()
+    if t.startswith("@"):
+        try:
+            return float(t[1:])
+        except ValueError:
+            pass
+    if t.endswith(" ago") or t.startswith("-"):
+        try:
+            return now.timestamp() - config.parse_duration(t.removesuffix(" ago").lstrip("-"))
+        except ValueError:
+            pass
+    try:
+        parsed = datetime.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (e.g. '2026-12-01 10:00', today, '1h ago')") from None
+    return (parsed if parsed.tzinfo else parsed.astimezone()).timestamp()
+
+
+MATCH_FIELDS = ("pid", "exe", "name", "fingerprint", "unit", "signal", "uid")
+
+
+def match(text: str) -> tuple[str, str]:
+    """A match as coredumpctl takes it: a PID, an executable path, a
+    command name, or FIELD=VALUE."""
+    field, eq, value = text.partition("=")
+    if eq:
+        if field not in MATCH_FIELDS:
+            raise argparse.ArgumentTypeError(
+                f"unknown field {field!r} (known: {', '.join(MATCH_FIELDS)})")
+        return field, value
+    if text.isdigit():
+        return "pid", text
+    return ("exe", text) if "/" in text else ("name", text)

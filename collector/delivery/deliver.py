@@ -11,6 +11,7 @@ from ..logging import log
 from . import fingerprint, redact, sinks
 from .spool import Spool
 from .storm import Limiter
+from .store import Store, StoreError
 
 
 class Delivery:
@@ -31,6 +32,7 @@ class Delivery:
         self.storm = config["storm"]
         self.limiter = Limiter(config["collector"]["state_dir"], self.storm)
         self.spool = Spool(config["spool"])
+        self.store = Store(config["collector"]["state_dir"], config["store"])
 
     def admit(self, report: dict) -> bool:
         # a core file someone asked about (`collector core FILE`) is never a storm
@@ -48,16 +50,22 @@ class Delivery:
                      report_id=report.get("report_id"))
         return admitted
 
-    def prepare(self, report: dict) -> dict | None:
-        """The report as every output gets it: redacted and fingerprinted; None
-        if storm control holds it back."""
+    def prepare(self, report: dict, keep: bool = True) -> dict | None:
+        """The report as every output gets it: redacted and fingerprinted, and
+        kept in the store (`keep`); None if storm control holds it back."""
         report = redact.apply(report, self.policy)
         # here, not when the report is built: symbolization may have named frames since
         report["fingerprint"] = fingerprint.compute(report)
-        return report if self.admit(report) else None
+        admitted = self.admit(report)
+        if keep and self.store.enabled:
+            try:
+                (self.store.add if admitted else self.store.count_suppressed)(report)
+            except StoreError as e:  # the sinks still get it
+                log.warning("report store unavailable", error=str(e))
+        return report if admitted else None
 
-    def deliver(self, report: dict) -> None:
-        report = self.prepare(report)
+    def deliver(self, report: dict, keep: bool = True) -> None:
+        report = self.prepare(report, keep)
         if report is None:
             return
         later = [s for s in self.sinks if s.spool]

@@ -18,6 +18,7 @@ class Outlet:
         self.output = getattr(args, "output", None)
         self.report_dir = getattr(args, "report_dir", None)
         self.budget = getattr(args, "symbolize_budget", 0)
+        self.keep = getattr(args, "keep", True)  # into the local store
         self._images = None
 
     @property
@@ -32,11 +33,11 @@ class Outlet:
         """Send the report on; returns where it went."""
         self.symbolize(report)
         if self.output or self.report_dir:
-            prepared = self.delivery.prepare(report)
+            prepared = self.delivery.prepare(report, self.keep)
             if prepared is None:
                 return "nowhere: held back by storm control"
             return write_report(prepared, self.output, self.report_dir)
-        self.delivery.deliver(report)
+        self.delivery.deliver(report, self.keep)
         return "the configured sinks"
 
     def symbolize(self, report: dict) -> None:
