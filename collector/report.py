@@ -13,6 +13,7 @@ from unwinder.walk import Trace
 
 from . import __version__
 from .errors import NoSuchProcess
+from .targets import procfs
 
 SCHEMA_VERSION = 1
 
@@ -42,6 +43,7 @@ def process_info(pid: int) -> dict:
             pass
     info["cmdline"] = info["cmdline"] or []
     info["exe"] = info["exe"] or None
+    info.update(procfs.cgroup(pid))
     return info
 
 
@@ -84,6 +86,10 @@ def thread_dict(info, regs: dict[int, int] | None, trace: Trace | None) -> dict:
 def module_dict(module: Module) -> dict:
     out = {"path": module.path, "build_id": module.build_id, "start": module.start,
            "end": module.end, "load_bias": module.bias if module.bias is not None else 0}
+    elf = getattr(module.image, "elf", None)  # run-time modules have no file
+    package = elf.package() if elf is not None else None
+    if package:
+        out["package"] = package
     if module.error:
         out["error"] = module.error
     return out

@@ -7,6 +7,7 @@ bounds-checked: a garbage ELF raises ElfError, nothing else.
 """
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ PT_LOAD, PT_NOTE = 1, 4
 SHT_NOBITS = 8
 SHF_COMPRESSED = 0x800
 NT_GNU_BUILD_ID = 3
+NT_FDO_PACKAGING_METADATA = 0xCAFE1A7E
+MAX_PACKAGE_NOTE = 4096
 STT_FUNC, STT_GNU_IFUNC = 2, 10
 STB_GLOBAL, STB_WEAK = 1, 2
 MAX_SECTIONS = 4096
@@ -146,6 +149,19 @@ class ElfFile:
                     break
                 if typ == kind and bytes(data[name_at:name_at + namesz]) == owner:
                     yield bytes(data[desc_at:desc_at + descsz])
+
+    def package(self) -> dict[str, str] | None:
+        """The FDO package note (.note.package, as systemd-coredump reads it):
+        {"type": "deb", "name": ..., "version": ..., ...}, strings only."""
+        for desc in self._notes(b"FDO\0", NT_FDO_PACKAGING_METADATA):
+            try:
+                value = json.loads(desc[:MAX_PACKAGE_NOTE].split(b"\0", 1)[0])
+            except ValueError:
+                return None
+            if isinstance(value, dict):
+                return {k: v for k, v in value.items()
+                        if isinstance(k, str) and isinstance(v, str)} or None
+        return None
 
     def debuglink(self) -> str | None:
         data = self.section_data(".gnu_debuglink")

@@ -9,14 +9,12 @@ through the fd and fails rather than reading another process.
 from __future__ import annotations
 
 import os
-import re
 
 from unwinder.files import open_regular
 
-from .procfs import parse_status
+from .procfs import cgroup_fields, parse_status
 
 MAX_FILES = 512           # distinct mapped files opened through map_files
-_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
 
 
@@ -101,12 +99,7 @@ class Crashed:
                 out[key] = int(status[field].split()[0])
             except (KeyError, ValueError, IndexError):
                 pass
-        cgroup = (self._read("cgroup") or b"").decode("utf-8", "replace").strip()
-        if cgroup:
-            out["cgroup"] = cgroup.split("\n")[-1].split(":", 2)[-1]
-            found = _CONTAINER_ID.findall(cgroup)
-            if found:
-                out["container_id"] = found[-1]
+        out.update(cgroup_fields((self._read("cgroup") or b"").decode("utf-8", "replace")))
         environ = self._read("environ")
         if environ:  # delivery keeps only what [redact] environment allows
             pairs = (e.decode("utf-8", "replace").partition("=") for e in environ.split(b"\0") if e)

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from unwinder.space import Mapping
 
 PF_KTHREAD = 0x00200000
+_CONTAINER = re.compile(r"^(?:(docker|libpod|crio|cri-containerd)-)?([0-9a-f]{64})(?:\.scope)?$")
+_RUNTIMES = {"docker": "docker", "libpod": "podman", "crio": "crio",
+             "cri-containerd": "containerd"}
+_UNIT_SUFFIXES = (".service", ".scope", ".socket", ".mount", ".swap", ".timer", ".path")
 
 
 @dataclass
@@ -58,6 +63,46 @@ def new_threads(pid: int, done: Callable[[int], bool]) -> Iterator[list[int]]:
         if not fresh:
             return
         yield fresh
+
+
+def cgroup_fields(text: str) -> dict[str, str]:
+    """From /proc/PID/cgroup: the cgroup v2 path, the systemd unit, slice
+    and user unit it names, and a container's id and runtime (docker,
+    podman, kubernetes pods) as the last 64-hex component says."""
+    lines = text.strip().split("\n")
+    v2 = [line for line in lines if line.startswith("0::")]  # a hybrid system lists v1 too
+    path = (v2 or lines)[-1].split(":", 2)[-1]
+    if not path:
+        return {}
+    out = {"cgroup": path}
+    parts = [p for p in path.split("/") if p]
+    for i, part in enumerate(parts):
+        if part.endswith(_UNIT_SUFFIXES) and "unit" not in out:
+            out["unit"] = part
+            slices = [p for p in parts[:i] if p.endswith(".slice")]
+            if slices:
+                out["slice"] = slices[-1]
+            if part.startswith("user@"):  # a user's service manager: its own units below
+                inner = [p for p in parts[i + 1:] if p.endswith(_UNIT_SUFFIXES)]
+                if inner:
+                    out["user_unit"] = inner[-1]
+    for part in reversed(parts):
+        m = _CONTAINER.search(part)
+        if m:
+            out["container_id"] = m.group(2)
+            runtime = "kubernetes" if "kubepods" in path else _RUNTIMES.get(m.group(1) or "")
+            if runtime:
+                out["container_runtime"] = runtime
+            break
+    return out
+
+
+def cgroup(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return cgroup_fields(f.read())
+    except OSError:
+        return {}
 
 
 def parse_status(text: str) -> dict[str, str]:
