@@ -95,9 +95,11 @@ def symbol_values(module: Module, names: tuple[str, ...]) -> dict[str, int]:
         strtab = bytes(elf.contents(elf.by_index[section.link]))
         wanted = {}
         for name in names:
-            at = strtab.find(b"\0" + name.encode() + b"\0")
-            if at >= 0 and name not in out:
-                wanted[at + 1] = name
+            # also inside a longer string: ld shares tails (seen_objects in unseen_objects)
+            key, at = name.encode() + b"\0", -1
+            while name not in out and len(wanted) < 16 * len(names) \
+                    and (at := strtab.find(key, at + 1)) >= 0:
+                wanted[at] = name
         if not wanted:
             continue
         data = elf.contents(section)
