@@ -80,6 +80,8 @@ def registered(space: AddressSpace, modules: ModuleMap, perf_map: str | None = N
                 described += libunwind(space, head, errors)
         except (MemoryFault, ElfError, CfiError, struct.error, IndexError) as e:
             errors.append(f"{module.path}: run-time unwind info: {e}")
+    from .libgcc import libgcc_frames  # here: libgcc imports this module
+    described += libgcc_frames(space, modules, errors)
     named = [perf_map_module(perf_map, perf_map_name)] if perf_map else []
     return Registered(described, [m for m in named if m is not None], errors)
 
