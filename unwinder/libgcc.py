@@ -41,6 +41,7 @@ from .symbols import SymbolTable
 MAX_FDES = 1 << 15          # FDEs of all objects together
 MAX_DEPTH = 8               # b-tree levels (gcc's holds 10 * 15^7 objects in 8)
 MAX_NODES = 4096
+MAX_ERRORS = 4              # about single objects, per registry
 CODE_WINDOW = 320           # bytes of a registration function decoded
 RUN_GAP = 256               # code gaps within one module
 _OBJECT = struct.Struct("<6Q")  # pc_begin, tbase, dbase, u, s, next
@@ -83,11 +84,20 @@ def libgcc_frames(space: AddressSpace, modules: ModuleMap, errors: list[str]) ->
         except _ERRORS as e:
             errors.append(f"{module.path}: libgcc registry: {e}")
             continue
-        for ob in objects:
+        failed = 0
+        for i, ob in enumerate(objects):
+            if budget[0] <= 0:
+                errors.append(f"libgcc registry: {len(objects) - i} objects left unread "
+                              f"(more than {MAX_FDES} FDEs)")
+                break
             try:
                 out += object_modules(space, ob, maps, own, budget)
             except _ERRORS as e:
-                errors.append(f"libgcc object {ob:#x}: {e}")
+                failed += 1
+                if failed <= MAX_ERRORS:
+                    errors.append(f"libgcc object {ob:#x}: {e}")
+        if failed > MAX_ERRORS:
+            errors.append(f"libgcc registry: {failed - MAX_ERRORS} more objects unreadable")
     return out
 
 
@@ -129,8 +139,8 @@ def heads_from_code(code: bytes, refs: list[tuple[int, int]],
 
 
 def rip_refs(code: bytes, addr: int) -> list[tuple[int, int]]:
-    """(opcode, target) of every 64-bit `mov m,r` (89), `mov r,m` (8B) and
-    `lea` (8D) with a RIP-relative operand in `code`, which starts at `addr`."""
+    """(opcode, target) of every 64-bit store (89), load (8B) and lea (8D)
+    with a RIP-relative operand in `code`, which starts at `addr`."""
     out = []
     for i in range(len(code) - 6):
         if code[i] & 0xF8 == 0x48 and code[i + 1] in (0x89, 0x8B, 0x8D) \
