@@ -3,6 +3,8 @@
 - gdbjit: the GDB JIT interface, in-memory ELF objects as `[jit 0xADDR]` modules;
 - dyninfo: libunwind's `_U_dyn_info_list`, proc-info (frames tagged `jit`)
   and table-info (FDEs in memory, tagged `cfi`) procedures;
+- libgcc: FDEs handed to libgcc's `__register_frame` family (its registry
+  of `struct object`s), as `[libgcc 0xBEGIN]` modules;
 - perfmap: `/tmp/perf-PID.map` names, no unwind information.
 
 `registered()` finds the registration symbols lazily. The walk asks for a
@@ -27,7 +29,8 @@ from ..elf import ElfError
 from ..modules import Module, ModuleMap
 from ..space import AddressSpace, MemoryFault
 from . import dyninfo, gdbjit
-from .common import MAX_ENTRIES
+from .common import MAX_ENTRIES, symbol_values
+from .libgcc import libgcc_frames
 from .dyninfo import FORMAT_DYNAMIC, FORMAT_IP_OFFSET, FORMAT_REMOTE_TABLE, FORMAT_TABLE, libunwind
 from .gdbjit import gdb_jit
 from .perfmap import perf_map_module
@@ -38,9 +41,8 @@ __all__ = ["FORMAT_DYNAMIC", "FORMAT_IP_OFFSET", "FORMAT_REMOTE_TABLE", "FORMAT_
 
 # Each source names the symbols that locate it in some module and reads its
 # modules from their runtime addresses: from_symbols(space, found, cache, errors).
-# libgcc's __register_frame registry is one more entry here.
+# (libgcc's registry is found by decoding libgcc's code as well: read apart.)
 SOURCES = (gdbjit, dyninfo)
-_SYM = struct.Struct("<IBBHQQ")
 
 
 class Registered:
@@ -107,27 +109,5 @@ def _search(space: AddressSpace, modules: ModuleMap) -> tuple[list[Module], list
                     described += source.from_symbols(space, found, modules.cache, errors)
         except (MemoryFault, ElfError, CfiError, struct.error, IndexError) as e:
             errors.append(f"{module.path}: run-time unwind info: {e}")
+    described += libgcc_frames(space, modules, errors)
     return described, errors
-
-
-def symbol_values(module: Module, names: tuple[str, ...]) -> dict[str, int]:
-    """Runtime addresses of defined symbols (any type) by name, from .symtab
-    and .dynsym; a string-table search first keeps the common case cheap."""
-    elf, out = module.image.elf, {}
-    for table in (".symtab", ".dynsym"):
-        section = elf.sections.get(table)
-        if section is None or section.link >= len(elf.by_index):
-            continue
-        strtab = bytes(elf.contents(elf.by_index[section.link]))
-        wanted = {}
-        for name in names:
-            at = strtab.find(b"\0" + name.encode() + b"\0")
-            if at >= 0 and name not in out:
-                wanted[at + 1] = name
-        if not wanted:
-            continue
-        data = elf.contents(section)
-        for name_off, _, _, shndx, value, _ in _SYM.iter_unpack(data[:len(data) - len(data) % 24]):
-            if name_off in wanted and shndx:
-                out.setdefault(wanted[name_off], value + module.bias)
-    return out

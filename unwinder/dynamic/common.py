@@ -2,11 +2,15 @@
 the image of code that no file backs."""
 from __future__ import annotations
 
+import struct
+
 from ..cfi import CfiError, Row
+from ..modules import Module
 from ..space import AddressSpace, read_u64
 from ..symbols.symtab import SymbolTable
 
 MAX_ENTRIES = 4096          # JIT objects or libunwind procedures, each list
+_SYM = struct.Struct("<IBBHQQ")
 
 
 def linked(space: AddressSpace, first: int):
@@ -39,3 +43,28 @@ class RuntimeImage:
 
     def _row(self, pc: int, depth: int = 0) -> Row | None:
         return None
+
+
+def symbol_values(module: Module, names: tuple[str, ...]) -> dict[str, int]:
+    """Runtime addresses of defined symbols (any type) by name, from .symtab
+    and .dynsym; a string-table search first keeps the common case cheap."""
+    elf, out = module.image.elf, {}
+    for table in (".symtab", ".dynsym"):
+        section = elf.sections.get(table)
+        if section is None or section.link >= len(elf.by_index):
+            continue
+        strtab = bytes(elf.contents(elf.by_index[section.link]))
+        wanted = {}
+        for name in names:
+            # also inside a longer string: ld shares tails (seen_objects in unseen_objects)
+            key, at = name.encode() + b"\0", -1
+            while name not in out and len(wanted) < 16 * len(names) \
+                    and (at := strtab.find(key, at + 1)) >= 0:
+                wanted[at] = name
+        if not wanted:
+            continue
+        data = elf.contents(section)
+        for name_off, _, _, shndx, value, _ in _SYM.iter_unpack(data[:len(data) - len(data) % 24]):
+            if name_off in wanted and shndx:
+                out.setdefault(wanted[name_off], value + module.bias)
+    return out
