@@ -21,6 +21,8 @@ from .options import command_parser
 CORE_PATTERN = "/proc/sys/kernel/core_pattern"
 CORE_PIPE_LIMIT = "/proc/sys/kernel/core_pipe_limit"
 STATE_DIR = "/var/lib/collector"
+CATALOG_DIR = "/usr/lib/systemd/catalog"
+CATALOG = os.path.join(os.path.dirname(os.path.dirname(__file__)), "collector.catalog")
 SOCKET = "/run/collector/core.sock"
 # Pipe handlers running at once; the kernel skips cores beyond that (a crash
 # storm), and waits for each handler so /proc/PID stays valid while it runs.
@@ -96,7 +98,8 @@ def install(args) -> None:
     current = _read(CORE_PATTERN)
     previous = _load(args.state_dir)
     if previous is not None and current == previous["installed"]:  # installed again
-        saved = {k: previous[k] for k in ("core_pattern", "core_pipe_limit")}
+        saved = {k: previous[k] for k in ("core_pattern", "core_pipe_limit", "catalog")
+                 if k in previous}
     else:
         saved = {"core_pattern": current, "core_pipe_limit": _read(CORE_PIPE_LIMIT)}
     _save(args.state_dir, dict(saved, installed=new))
@@ -113,11 +116,48 @@ def install(args) -> None:
         raise
     print(f"core_pattern = {new} (was {saved['core_pattern']!r}; "
           "`collector uninstall-handler` restores it)")
+    if args.catalog_dir and install_catalog(args.catalog_dir):
+        saved["catalog"] = os.path.join(args.catalog_dir, "collector.catalog")
+        _save(args.state_dir, dict(saved, installed=new))
     delivery = args.outlet.delivery
     if args.mode == "pipe" and not args.report_dir and delivery \
             and not any(sink.spool for sink in delivery.sinks):
         print("collector: warning: only the stdout sink is configured, and a core handler has "
               "no stdout: configure a sink or give --report-dir", file=sys.stderr)
+
+
+def install_catalog(directory: str) -> bool:
+    """The journal catalog entry, so that `journalctl -x` explains a report;
+    True if this wrote it (one already there as it should be, say from a
+    package, is left to its owner)."""
+    path = os.path.join(directory, "collector.catalog")
+    with open(CATALOG, "rb") as f:
+        text = f.read()
+    try:
+        with open(path, "rb") as f:
+            if f.read() == text:
+                return False
+    except OSError:
+        pass
+    try:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        write_atomic(path, text, mode=0o644)
+    except OSError as e:
+        print(f"collector: warning: journal catalog not installed in {directory}: "
+              f"{e.strerror or e}", file=sys.stderr)
+        return False
+    _update_catalog()
+    print(f"journal catalog: {path}")
+    return True
+
+
+def _update_catalog() -> None:
+    import subprocess
+    try:
+        subprocess.run(["journalctl", "--update-catalog"], capture_output=True, timeout=60,
+                       check=True)
+    except (OSError, subprocess.SubprocessError) as e:
+        print(f"collector: warning: journalctl --update-catalog failed: {e}", file=sys.stderr)
 
 
 def uninstall(args) -> None:
@@ -132,6 +172,12 @@ def uninstall(args) -> None:
                            f"the saved {saved['core_pattern']!r}")
     _write(CORE_PIPE_LIMIT, saved["core_pipe_limit"])
     _write(CORE_PATTERN, saved["core_pattern"])
+    if saved.get("catalog"):
+        try:
+            os.unlink(saved["catalog"])
+            _update_catalog()
+        except FileNotFoundError:
+            pass
     os.unlink(_state_path(args.state_dir))
     print(f"core_pattern = {saved['core_pattern']} (restored)")
 
@@ -151,6 +197,9 @@ def register(sub) -> None:
                    help=f"the socket `collector serve` listens on (default {SOCKET})")
     i.add_argument("--state-dir", default=STATE_DIR, metavar="DIR",
                    help=f"where the previous settings are kept (default {STATE_DIR})")
+    i.add_argument("--catalog-dir", default=CATALOG_DIR, metavar="DIR",
+                   help="where the journal catalog entry goes (default "
+                   f"{CATALOG_DIR}; '' for none)")
     i.set_defaults(func=install)
     u = command_parser(sub, "uninstall-handler", help="restore the previous core handler",
                        description="Put back the core_pattern and core_pipe_limit that "

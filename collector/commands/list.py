@@ -7,6 +7,7 @@ import json
 import shutil
 import sys
 
+from ..delivery.journal_entry import MESSAGE_ID
 from ..delivery.store import Store, StoreError
 from ..errors import NoMatch, StoreUnavailable
 from ..text import escape
@@ -17,7 +18,37 @@ GROUP_COLUMNS = ("COUNT", "SUPPRESSED", "FIRST", "LAST", "EXE", "FUNCTION", "FIN
 
 
 def store_of(args) -> Store:
-    return args.outlet.delivery.store
+    """The local store, or (--journal, or the store turned off) the reports
+    the journald sink wrote, read back from the journal."""
+    if getattr(args, "_store", None) is None:
+        store = args.outlet.delivery.store
+        args._store = journal_store(args, store.s) if args.journal or not store.enabled \
+            else store
+    return args._store
+
+
+def journal_store(args, settings: dict) -> Store:
+    import subprocess
+    argv = ["journalctl", "-o", "json", "--all", "--no-pager",
+            "--output-fields=COLLECTOR_REPORT", f"MESSAGE_ID={MESSAGE_ID}"]
+    if args.namespace:
+        argv.insert(1, f"--namespace={args.namespace}")
+    try:
+        out = subprocess.run(argv, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise StoreUnavailable(f"cannot read the journal: {e}") from None
+    if out.returncode != 0 and not out.stdout:
+        why = out.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise StoreUnavailable(f"journalctl failed: {why[-1] if why else out.returncode}")
+    store = Store(None, settings)
+    for line in out.stdout.splitlines():
+        try:
+            report = json.loads(json.loads(line)["COLLECTOR_REPORT"])
+        except (ValueError, KeyError, TypeError):
+            continue  # an entry cut short, or not one of ours
+        if isinstance(report, dict) and report.get("report_id"):
+            store.add(report, trim=False)
+    return store
 
 
 def find(args, **kw) -> list[dict]:
@@ -114,6 +145,10 @@ def add_match_options(p) -> None:
     p.add_argument("-U", "--until", type=when, metavar="TIME", help="reports at or before TIME")
     p.add_argument("--all", action="store_true", help="attach snapshots too")
     p.add_argument("--json", action="store_true", help="JSON rather than text")
+    p.add_argument("--journal", action="store_true",
+                   help="read the reports the journald sink wrote, from the journal (the "
+                   "default when [store] enabled = false)")
+    p.add_argument("--namespace", metavar="NS", help="with --journal: journalctl's --namespace")
 
 
 def register(sub) -> None:

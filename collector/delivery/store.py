@@ -98,11 +98,13 @@ def _like(text: str) -> str:
 
 
 class Store:
-    def __init__(self, state_dir: str, settings: dict):
-        self.path = os.path.join(state_dir, "reports.db")
+    def __init__(self, state_dir: str | None, settings: dict):
+        """`state_dir` None: a store in memory (reports read from elsewhere,
+        e.g. the journal, searched as the database is)."""
+        self.path = os.path.join(state_dir, "reports.db") if state_dir else ":memory:"
         self.dir = state_dir
         self.s = settings
-        self._db: sqlite3.Connection | None = None
+        self._db = None
 
     @property
     def enabled(self) -> bool:
@@ -112,11 +114,13 @@ class Store:
         """The connection (StoreError if the database is missing or unusable)."""
         import sqlite3  # here: start-up before a target is stopped must stay lean
         if self._db is None:
-            if not create and not os.path.exists(self.path):
+            memory = self.dir is None
+            if not create and not memory and not os.path.exists(self.path):
                 raise StoreError(f"no report store at {self.path}")
+            create = create or memory
             old = os.umask(0o077)  # the database and its -wal, -shm files: 0600
             try:
-                if create:
+                if create and not memory:
                     own_dir(self.dir)
                 db = sqlite3.connect(self.path, timeout=BUSY_MS / 1000, isolation_level=None)
                 db.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
@@ -147,7 +151,7 @@ class Store:
             db.execute("ROLLBACK")
             raise
 
-    def add(self, report: dict) -> None:
+    def add(self, report: dict, trim: bool = True) -> None:
         """Keep the report (a report stored before, symbolized again, replaces itself)."""
         data = json.dumps(report, separators=(",", ":"))
         values = row(report, data)
@@ -157,7 +161,8 @@ class Store:
         self._write(lambda db: db.execute(
             f"INSERT INTO reports ({names}) VALUES ({marks}) "
             f"ON CONFLICT(report_id) DO UPDATE SET {update}", values))
-        self._write(self.trim)
+        if trim:
+            self._write(self.trim)
 
     def count_suppressed(self, report: dict) -> None:
         now = report_time(report)

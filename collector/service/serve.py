@@ -1,8 +1,9 @@
-"""The service for core_pattern '@PATH' (Linux 6.16+). The kernel connects to this AF_UNIX stream socket as the
-crashing task and writes its core; each connection is handled as in pipe
-mode, in a child process, at most --jobs at a time. Connections beyond that
-wait in the listen backlog (and beyond the backlog the kernel drops the
-core): a crash storm costs at most --jobs handlers' memory.
+"""The service for core_pattern '@PATH' (Linux 6.16+). The kernel connects
+to this AF_UNIX stream socket as the crashing task and writes its core;
+each connection is handled as in pipe mode, in a child process, at most
+--jobs at a time. Connections beyond that wait in the listen backlog (and
+beyond the backlog the kernel drops the core): a crash storm costs at most
+--jobs handlers' memory.
 """
 from __future__ import annotations
 

@@ -23,7 +23,12 @@ def d():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def collector(*args, user=None):
+def collector(*args, user=None, catalog=None):
+    """The collector; install-handler puts the journal catalog in `catalog`
+    (default: a directory beside the state dir, not the system's)."""
+    if args[0] == "install-handler":
+        state = args[args.index("--state-dir") + 1]
+        args = (*args, "--catalog-dir", catalog or f"{state}.catalog")
     argv = collector_argv(*args)
     if user is not None:
         argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
@@ -52,10 +57,13 @@ def test_install_crash_uninstall(builder, d):
         report, = wait_report(reports, [pid])
         assert report["process"]["pid"] == pid
         assert_chain(crashed_thread(report), ["boom", "e", "d", "main"], max_above=4)
+        catalog = d / "state.catalog" / "collector.catalog"
+        assert "240e15496e22413d9aad847ae5229b41" in catalog.read_text()
         r = collector("uninstall-handler", "--state-dir", state)
         assert r.rc == 0, str(r)
         assert current() == before
         assert not list(state.iterdir()), "the saved state is removed"
+        assert not catalog.exists(), "the catalog install-handler wrote is removed"
         r = collector("uninstall-handler", "--state-dir", state)
         assert r.rc == 11 and r.stderr.count("\n") == 1, str(r)
 
