@@ -16,7 +16,7 @@ from unwinder.walk import unwind
 
 from . import report
 from .errors import BadCore
-from .targets import procfs
+from .targets import compressed, procfs
 from .targets.corefile import CoreError, CoreSpace, Layout, open_core
 from .targets.crashed import Crashed
 from .targets.procfs import ThreadInfo
@@ -184,6 +184,14 @@ def core_report(space: CoreSpace | None, process: dict, errors: list[str],
 def from_core_file(path: str, max_frames: int, cache: ImageCache | None = None) -> dict:
     t0 = time.monotonic()
     try:
+        fd = open_regular(path)
+    except OSError as e:
+        raise BadCore(f"{path}: cannot open {path}: {e.strerror}") from None
+    packed = compressed.kind(fd)
+    if packed:
+        return from_compressed_core(path, fd, packed, max_frames, cache, t0)
+    os.close(fd)
+    try:
         space, size = open_core(path)
     except CoreError as e:
         raise BadCore(f"{path}: {e}") from None
@@ -194,6 +202,30 @@ def from_core_file(path: str, max_frames: int, cache: ImageCache | None = None) 
     out = core_report(space, process, list(layout.errors), max_frames,
                       os.stat(path).st_mtime, timings, core_info,
                       signal_dict(layout.notes.siginfo, None), cache=cache)
+    out["timings"]["total_ms"] = round((time.monotonic() - t0) * 1000, 3)
+    return out
+
+
+def from_compressed_core(path: str, fd: int, kind: str, max_frames: int,
+                         cache: ImageCache | None, t0: float) -> dict:
+    """A core compressed as systemd-coredump keeps them, read as a stream."""
+    size = os.fstat(fd).st_size
+    mtime = os.fstat(fd).st_mtime
+    feed = compressed.Decompressing(fd, kind)
+    try:
+        got = stream(feed.fd, idle_timeout=60)
+    finally:
+        feed.close()
+    errors = feed.errors + got.errors
+    if got.layout is None:
+        raise BadCore(f"{path}: {kind}-compressed: {'; '.join(errors)}")
+    core_info = {"path": os.path.abspath(path), "compression": kind, "compressed_bytes": size,
+                 "bytes": got.bytes_read, "kept_bytes": got.bytes_kept,
+                 "expected_bytes": got.layout.size}
+    timings = {"stopped_ms": 0.0, "read_ms": round((time.monotonic() - t0) * 1000, 3)}
+    out = core_report(got.space, core_process(got.layout, None), errors, max_frames, mtime,
+                      timings, core_info, signal_dict(got.layout.notes.siginfo, None),
+                      cache=cache)
     out["timings"]["total_ms"] = round((time.monotonic() - t0) * 1000, 3)
     return out
 

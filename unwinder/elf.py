@@ -15,6 +15,7 @@ from dataclasses import dataclass
 PT_LOAD, PT_NOTE = 1, 4
 SHT_NOBITS = 8
 SHF_COMPRESSED = 0x800
+ELFCOMPRESS_ZLIB, ELFCOMPRESS_ZSTD = 1, 2
 NT_GNU_BUILD_ID = 3
 NT_FDO_PACKAGING_METADATA = 0xCAFE1A7E
 MAX_PACKAGE_NOTE = 4096
@@ -119,8 +120,10 @@ class ElfFile:
         if len(raw) < _CHDR.size:
             raise ElfError(f"{self.name}: {section.name}: truncated compression header")
         kind, _, size, _ = _CHDR.unpack_from(raw)
-        if kind != 1 or size > MAX_DECOMPRESSED:
+        if kind not in (ELFCOMPRESS_ZLIB, ELFCOMPRESS_ZSTD) or size > MAX_DECOMPRESSED:
             raise ElfError(f"{self.name}: {section.name}: unsupported compression {kind}")
+        if kind == ELFCOMPRESS_ZSTD:
+            return _unzstd(raw[_CHDR.size:], size, f"{self.name}: {section.name}")
         try:
             return memoryview(zlib.decompressobj().decompress(raw[_CHDR.size:], size))
         except zlib.error as e:
@@ -208,6 +211,20 @@ class ElfFile:
 
 def _align4(n: int) -> int:
     return (n + 3) & ~3
+
+
+def _unzstd(data, size: int, what: str) -> memoryview:
+    """A zstd-compressed section (gcc -gz=zstd, objcopy --compress-debug-sections=zstd),
+    at most `size` bytes out whatever the frame claims."""
+    import zstandard  # only for such a section
+    try:
+        out = bytearray()
+        with zstandard.ZstdDecompressor().stream_reader(bytes(data)) as reader:
+            while len(out) < size and (chunk := reader.read(size - len(out))):
+                out += chunk
+        return memoryview(out)
+    except zstandard.ZstdError as e:
+        raise ElfError(f"{what}: {e}") from None
 
 
 def cstr(data, offset: int) -> str:

@@ -195,3 +195,45 @@ def test_rebuilt_executable_is_flagged(builder, tmp_path):
         report["errors"]
     module = next(m for m in report["modules"] if m["path"] == str(exe))
     assert "in the core" in module["error"]
+
+
+def frames_of(report) -> list[list[tuple]]:
+    return [[(f["pc"], f["function"], f["method"]) for f in t["frames"]]
+            for t in report["threads"]]
+
+
+@pytest.mark.parametrize("tool,suffix", [("zstd", "zst"), ("xz", "xz"), ("lz4", "lz4")])
+def test_compressed_core_as_systemd_coredump_keeps_them(cores, tmp_path, tool, suffix):
+    """core.*.zst (and .xz, .lz4) read as a stream, never unpacked to disk:
+    the same threads and frames as the plain core, reaching main."""
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed")
+    path, exe, pid = cores["segv"]
+    packed = tmp_path / f"core.{pid}.{suffix}"
+    with open(packed, "wb") as out:
+        subprocess.run([tool, "-c", str(path)], stdout=out, check=True, timeout=120)
+    plain = core_report(path)
+    report = core_report(packed)
+    assert report["core"]["compression"] == tool
+    assert report["core"]["compressed_bytes"] == packed.stat().st_size < path.stat().st_size
+    assert report["core"]["bytes"] == path.stat().st_size, "decompressed whole, as a stream"
+    assert report["core"]["kept_bytes"] < report["core"]["bytes"] // 4
+    assert not report["errors"], report["errors"]
+    assert frames_of(report) == frames_of(plain)
+    assert "main" in names(report["threads"][0]), fmt_thread(report["threads"][0])
+    assert sorted(os.listdir(tmp_path)) == [packed.name], "nothing unpacked beside it"
+
+
+def test_corrupt_compressed_core(cores, tmp_path):
+    path, _, _ = cores["segv"]
+    packed = tmp_path / "core.zst"
+    data = subprocess.run(["zstd", "-c", str(path)], capture_output=True, check=True).stdout
+    packed.write_bytes(data[:len(data) // 2])  # cut in the middle: a report with an error
+    report = core_report(packed)
+    assert any("ended early" in e for e in report["errors"]), report["errors"]
+    assert report["threads"], "what arrived is still unwound"
+    packed.write_bytes(data[:64])  # cut inside the headers: no core to speak of
+    with tempfile.TemporaryDirectory() as state:
+        r = run_command(collector_argv("core", packed),
+                        env=dict(collector_env(), COLLECTOR_STATE_DIR=state))
+    assert r.rc == 10 and "zstd" in r.stderr and r.stderr.count("\n") == 1, str(r)

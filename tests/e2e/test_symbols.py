@@ -62,8 +62,11 @@ def builds(tmp_path_factory):
     sh("xz", "-f", minidebug)
     sh("objcopy", "--strip-all", full, mini)
     sh("objcopy", f"--add-section=.gnu_debugdata={minidebug}.xz", mini)
+    zstd = d / "zstd" / "inline"  # as gcc -gz=zstd writes them (gcc 12 cannot yet)
+    zstd.parent.mkdir()
+    sh("objcopy", "--compress-debug-sections=zstd", full, zstd)
     return {"full": full, "split": split, "debug_dir": d / "debug", "debug": debug,
-            "mini": mini, "empty": d / "empty", "dir": d}
+            "mini": mini, "zstd": zstd, "empty": d / "empty", "dir": d}
 
 
 def env(**extra) -> dict:
@@ -124,6 +127,16 @@ def test_cxx_lines_inlines_and_names_equal_eu_stack(builds, spawn):
         assert ours[i + 1]["pc"] == inlined[0]["pc"] and not ours[i + 1].get("inlined"), table
         assert re.fullmatch(r"shop::Basket<(long|double)>::pay\(int\)", ours[i + 1]["function"])
         assert ours[i + 1]["linkage_name"].startswith("_ZN4shop6Basket"), table
+
+
+def test_zstd_compressed_debug_sections(builds, spawn):
+    """ELFCOMPRESS_ZSTD sections: the same lines and inlines as uncompressed."""
+    shown = sh("readelf", "-t", builds["zstd"])
+    assert "ZSTD" in shown, "objcopy did not compress with zstd"
+    want = signature(attach(spawn(builds["full"], WORKERS).pid).report)
+    report = attach(spawn(builds["zstd"], WORKERS).pid).report
+    assert signature(report) == want, report["errors"]
+    assert any(f.get("inlined") for t in report["threads"] for f in t["frames"])
 
 
 def test_split_debug_file_by_debuglink_and_build_id(builds, spawn):
