@@ -124,11 +124,11 @@ class Delivery:
                     self.spool.mark(sink.name, time.time())
                     backlog[sink.name] = len(owed)
                     break
-                self.spool.mark(sink.name, None)
-                for n in batch:
+                for n in batch:  # first what was delivered, then the bookkeeping
                     self.spool.settle(n, sink.name)
                     entries[n].remove(sink.name)
                 del owed[:len(batch)]
+                self.spool.mark(sink.name, None)
         return backlog
 
     def batch(self, sink, owed: list[str]) -> list[str]:
