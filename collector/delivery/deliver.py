@@ -7,6 +7,7 @@ import os
 import time
 
 from ..errors import ConfigError, FlushIncomplete, NotDelivered
+from ..guard import stage
 from ..logging import log
 from . import fingerprint, redact, sinks
 from .spool import Spool
@@ -50,11 +51,17 @@ class Delivery:
 
     def prepare(self, report: dict) -> dict | None:
         """The report as every output gets it: redacted and fingerprinted; None
-        if storm control holds it back."""
-        report = redact.apply(report, self.policy)
+        if storm control holds it back. Each step is a stage: a redaction that
+        fails leaves out what it could not redact, never sends it."""
+        report = stage(report.setdefault("errors", []), "redaction", redact.apply, report,
+                       self.policy, detail=False, fallback=lambda: redact.without_secrets(report))
         # here, not when the report is built: symbolization may have named frames since
-        report["fingerprint"] = fingerprint.compute(report)
-        return report if self.admit(report) else None
+        fp = stage(report["errors"], "fingerprinting", fingerprint.compute, report)
+        report.pop("fingerprint", None)  # not one a report read from a file brought along
+        if fp is not None:
+            report["fingerprint"] = fp
+        admitted = stage(report["errors"], "storm control", self.admit, report, fallback=True)
+        return report if admitted else None
 
     def deliver(self, report: dict) -> None:
         report = self.prepare(report)
