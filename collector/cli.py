@@ -3,7 +3,9 @@ that turns errors into exit codes.
 
 Each command is a module of commands/ with `register(subparsers)` that sets
 `func` (args -> report dict, or None when there is nothing more to report)
-on its parser; a report it returns leaves through the outlet.
+on its parser; a report it returns leaves through the outlet. A command
+that has its report before its work is done (run, watch, attach) hands it
+to `args.outlet.keep` at once, so that a failure after that still sends it.
 """
 from __future__ import annotations
 
@@ -65,12 +67,27 @@ def std_streams() -> None:
             setattr(sys, name, open(fd, "w", closefd=False))
 
 
+def command(args) -> dict | None:
+    """The command's report. A command that fails once it has one (see
+    Outlet.keep) sends it first, saying why in its errors, then fails as it
+    would have: exit 1 for a bug in us, the error's code otherwise."""
+    try:
+        return args.func(args)
+    except (Exception, KeyboardInterrupt) as e:
+        report = args.outlet.kept
+        if report is not None:
+            report.setdefault("errors", []).append(
+                f"{args.command} failed after the report was taken: {type(e).__name__}: {e}")
+            args.outlet.emit(report)
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
     std_streams()
     args = parser(argv).parse_args(argv)
     try:
         configure(args)
-        report = args.func(args)
+        report = command(args)
         if report is not None:
             args.outlet.emit(report)
         return getattr(args, "exit_status", 0)

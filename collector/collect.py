@@ -8,14 +8,16 @@ import os
 import signal
 import time
 
-from unwinder.dynamic import registered
+from unwinder.dynamic import Registered, registered
 from unwinder.elf import ElfError, ElfFile
 from unwinder.files import open_regular
 from unwinder.modules import ImageCache, Module, ModuleMap
-from unwinder.walk import unwind
+from unwinder.regs import RIP, RSP
+from unwinder.walk import Frame, Trace, unwind
 
 from . import report
 from .errors import BadCore
+from .guard import stage
 from .targets import compressed, procfs
 from .targets.corefile import CoreError, CoreSpace, Layout, open_core
 from .targets.crashed import Crashed
@@ -29,18 +31,38 @@ FAULT_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, si
 
 def unwind_threads(space, infos: list[ThreadInfo], max_frames: int,
                    cache: ImageCache | None = None) -> tuple[list[dict], list[Module], list[str]]:
-    """(thread dicts in the order of `infos`, every module, errors)."""
-    modules = ModuleMap(space, cache)
-    dynamic = registered(space, modules, *_perf_map(getattr(space, "pid", None)))
+    """(thread dicts in the order of `infos`, every module, errors). Each
+    thread is a stage of its own: one that fails keeps its registers."""
+    errors: list[str] = []
     known = set(space.threads())
-    threads = []
-    for info in infos:
-        regs = space.registers(info.tid) if info.tid in known else None
-        trace = unwind(space, modules, regs, max_frames, dynamic) if regs else None
-        threads.append(report.thread_dict(info, regs, trace))
-    loaded = modules.load_all() + dynamic.modules
-    errors = [e for m in loaded if m.image is not None for e in m.image.errors]
+    regs = {info.tid: space.registers(info.tid) if info.tid in known else None for info in infos}
+    modules = stage(errors, "reading the mappings", ModuleMap, space, cache)
+    if modules is None:
+        return [raw_thread(info, regs[info.tid]) for info in infos], [], errors
+    dynamic = stage(errors, "run-time unwind info", lambda: registered(
+        space, modules, *_perf_map(getattr(space, "pid", None))),
+        fallback=lambda: Registered([], [], []))
+    threads = [stage(errors, f"unwinding thread {info.tid}", unwind_thread, space, modules,
+                     dynamic, info, regs[info.tid], max_frames,
+                     fallback=lambda: raw_thread(info, regs[info.tid]))
+               for info in infos]
+    loaded = stage(errors, "loading the modules", lambda: modules.load_all() + dynamic.modules,
+                   fallback=list)
+    errors += [e for m in loaded if m.image is not None for e in m.image.errors]
     return threads, loaded, errors + dynamic.errors
+
+
+def unwind_thread(space, modules: ModuleMap, dynamic: Registered, info: ThreadInfo,
+                  regs: dict[int, int] | None, max_frames: int) -> dict:
+    trace = unwind(space, modules, regs, max_frames, dynamic) if regs else None
+    return report.thread_dict(info, regs, trace)
+
+
+def raw_thread(info: ThreadInfo, regs: dict[int, int] | None) -> dict:
+    """A thread the unwinder failed on: its registers and the pc they hold."""
+    frames = [Frame(0, regs[RIP], dict(regs), "context")] if regs and RIP in regs and \
+        RSP in regs else []
+    return report.thread_dict(info, regs, Trace(frames, "unwinding failed (see errors)"))
 
 
 def _perf_map(pid: int | None) -> tuple[str | None, str]:
@@ -165,7 +187,9 @@ def core_report(space: CoreSpace | None, process: dict, errors: list[str],
                             or (process.get("name") if tid == ps_pid else None), None)
                  for tid, _ in notes.threads]
         threads, modules, unwind_errors = unwind_threads(space, infos, max_frames, cache)
-        errors = errors + unwind_errors + stale_files(space, modules)
+        errors = errors + unwind_errors
+        errors += stage(errors, "comparing build-ids with the core", stale_files, space,
+                        modules, fallback=list)
         for i, thread in enumerate(threads):
             thread["tid"] = tids.get(thread["tid"], (thread["tid"], None))[0]
             if i == 0:

@@ -16,17 +16,22 @@ class UnsafeDirectory(OSError):
     pass
 
 
-def own_dir(path: str, mode: int = 0o700) -> str:
+def own_dir(path: str, mode: int = 0o700, group: bool = False) -> str:
     """Make `path` if missing; refuse one that is a symlink, not a directory,
-    or writable by a user other than its owner (unless sticky, as /tmp)."""
+    owned by a user other than root or us, or writable by others (unless
+    sticky, as /tmp). `group`: a shared log directory may be writable by its
+    group (Debian's /var/log is root:adm 0775 or root:syslog 0775)."""
     os.makedirs(path, mode=mode, exist_ok=True)
     st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise UnsafeDirectory(f"{path} is not a directory (a symlink?)")
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafeDirectory(f"{path} is a symbolic link: give the directory it points to")
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeDirectory(f"{path} is not a directory")
     if st.st_uid not in (0, os.geteuid()):
-        raise UnsafeDirectory(f"{path} belongs to uid {st.st_uid}")
-    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-        raise UnsafeDirectory(f"{path} is writable by others (mode {stat.S_IMODE(st.st_mode):o})")
+        raise UnsafeDirectory(f"{path} belongs to uid {st.st_uid}, neither root nor us")
+    if st.st_mode & (0o002 if group else 0o022) and not st.st_mode & stat.S_ISVTX:
+        raise UnsafeDirectory(f"{path} is writable by others (mode {stat.S_IMODE(st.st_mode):o}): "
+                              "make it 0755 or 0700, or sticky as /tmp")
     return path
 
 

@@ -15,7 +15,8 @@ def attach(args) -> dict:
     process = report.process_info(args.pid)
     cap = live.capture(args.pid, stack_window=args.stack_window, timeout=args.stop_timeout,
                        freeze=args.freeze)
-    rep = from_capture("attach", process, cap, t0, args.max_frames, args.outlet.images)
+    rep = args.outlet.keep(from_capture("attach", process, cap, t0, args.max_frames,
+                                        args.outlet.images))
     rep["timings"]["stop_mode"] = "process" if args.freeze else "thread"
     return rep
 

@@ -19,10 +19,8 @@ def run(args) -> dict | None:
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
         raise UsageError("collector run: which program? (collector run [--] PROG ARGS...)")
-    reports: list[dict] = []
-
     def on_crash(crash):
-        reports.append(crash_report("run", crash, args.max_frames, args.outlet.images))
+        args.outlet.keep(crash_report("run", crash, args.max_frames, args.outlet.images))
 
     with tracer.signals_blocked() as mask:
         t, untraced, error = tracer.start(argv, mask, on_crash, args.stack_window,
@@ -36,12 +34,13 @@ def run(args) -> dict | None:
         status = t.status if t.status is not None else os.waitpid(t.pid, 0)[1]
     if error:
         raise CannotRun(f"cannot run {argv[0]}: {error.decode(errors='replace')}")
-    if reports:
-        reports[0]["timings"]["stopped_ms"] = round(t.stopped_ms, 3)
+    report = args.outlet.kept
+    if report:
+        report["timings"]["stopped_ms"] = round(t.stopped_ms, 3)
     print(f"collector: {argv[0]} {tracer.describe(status)}", file=sys.stderr)
     code = os.waitstatus_to_exitcode(status)
     args.exit_status = code if code >= 0 else 128 - code
-    return reports[0] if reports else None
+    return report
 
 
 def register(sub) -> None:

@@ -32,4 +32,4 @@ def register(sub) -> None:
     p.add_argument("report", metavar="REPORT.json")
     p.add_argument("--format", choices=("json", "text"), default="json")
     add_budget_option(p)
-    p.set_defaults(func=read_report, keep=False)  # a report taken elsewhere
+    p.set_defaults(func=read_report, store_reports=False)  # a report taken elsewhere

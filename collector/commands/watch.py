@@ -14,10 +14,8 @@ from .options import add_stop_options, add_unwind_options, command_parser, posit
 def watch(args) -> dict | None:
     pid = args.pid
     live.check_target(pid)
-    reports: list[dict] = []
-
     def on_crash(crash):
-        reports.append(crash_report("watch", crash, args.max_frames, args.outlet.images))
+        args.outlet.keep(crash_report("watch", crash, args.max_frames, args.outlet.images))
 
     with tracer.signals_blocked():
         t = tracer.Tracer(pid, on_crash, args.stack_window, args.stop_timeout)
@@ -27,9 +25,10 @@ def watch(args) -> dict | None:
             t.follow(lambda info: True)
         finally:
             t.detach_all()
-    if reports:
-        reports[0]["timings"]["stopped_ms"] = round(t.stopped_ms, 3)
-        return reports[0]
+    report = args.outlet.kept
+    if report:
+        report["timings"]["stopped_ms"] = round(t.stopped_ms, 3)
+        return report
     if t.status is not None:
         print(f"collector: pid {pid} {tracer.describe(t.status)}; no crash to report",
               file=sys.stderr)

@@ -7,6 +7,7 @@ import os
 import time
 
 from ..errors import ConfigError, FlushIncomplete, NotDelivered
+from ..guard import stage
 from ..logging import log
 from . import fingerprint, redact, sinks
 from .spool import Spool
@@ -50,22 +51,28 @@ class Delivery:
                      report_id=report.get("report_id"))
         return admitted
 
-    def prepare(self, report: dict, keep: bool = True) -> dict | None:
+    def prepare(self, report: dict, store: bool = True) -> dict | None:
         """The report as every output gets it: redacted and fingerprinted, and
-        kept in the store (`keep`); None if storm control holds it back."""
-        report = redact.apply(report, self.policy)
+        kept in the local store (`store`); None if storm control holds it back. Each
+        step is a stage: a redaction that fails leaves out what it could not
+        redact, never sends it."""
+        report = stage(report.setdefault("errors", []), "redaction", redact.apply, report,
+                       self.policy, detail=False, fallback=lambda: redact.without_secrets(report))
         # here, not when the report is built: symbolization may have named frames since
-        report["fingerprint"] = fingerprint.compute(report)
-        admitted = self.admit(report)
-        if keep and self.store.enabled:
+        fp = stage(report["errors"], "fingerprinting", fingerprint.compute, report)
+        report.pop("fingerprint", None)  # not one a report read from a file brought along
+        if fp is not None:
+            report["fingerprint"] = fp
+        admitted = stage(report["errors"], "storm control", self.admit, report, fallback=True)
+        if store and self.store.enabled:
             try:
                 (self.store.add if admitted else self.store.count_suppressed)(report)
             except StoreError as e:  # the sinks still get it
                 log.warning("report store unavailable", error=str(e))
         return report if admitted else None
 
-    def deliver(self, report: dict, keep: bool = True) -> None:
-        report = self.prepare(report, keep)
+    def deliver(self, report: dict, store: bool = True) -> None:
+        report = self.prepare(report, store)
         if report is None:
             return
         later = [s for s in self.sinks if s.spool]
@@ -132,11 +139,11 @@ class Delivery:
                     self.spool.mark(sink.name, time.time())
                     backlog[sink.name] = len(owed)
                     break
-                self.spool.mark(sink.name, None)
-                for n in batch:
+                for n in batch:  # first what was delivered, then the bookkeeping
                     self.spool.settle(n, sink.name)
                     entries[n].remove(sink.name)
                 del owed[:len(batch)]
+                self.spool.mark(sink.name, None)
         return backlog
 
     def batch(self, sink, owed: list[str]) -> list[str]:

@@ -7,7 +7,9 @@ import datetime
 import json
 import os
 
+from ..errors import NotDelivered
 from ..files import own_dir, write_atomic
+from ..guard import stage
 from .deliver import Delivery
 
 
@@ -18,8 +20,16 @@ class Outlet:
         self.output = getattr(args, "output", None)
         self.report_dir = getattr(args, "report_dir", None)
         self.budget = getattr(args, "symbolize_budget", 0)
-        self.keep = getattr(args, "keep", True)  # into the local store
+        self.store_reports = getattr(args, "store_reports", True)  # into the local store
         self._images = None
+        self.kept: dict | None = None
+
+    def keep(self, report: dict) -> dict:
+        """The command has its report (the first, if it makes more): from
+        here on it goes out whatever happens to the command (cli.main)."""
+        if self.kept is None:
+            self.kept = report
+        return self.kept
 
     @property
     def images(self):
@@ -33,30 +43,32 @@ class Outlet:
         """Send the report on; returns where it went."""
         self.symbolize(report)
         if self.output or self.report_dir:
-            prepared = self.delivery.prepare(report, self.keep)
+            prepared = self.delivery.prepare(report, self.store_reports)
             if prepared is None:
                 return "nowhere: held back by storm control"
             return write_report(prepared, self.output, self.report_dir)
-        self.delivery.deliver(report, self.keep)
+        self.delivery.deliver(report, self.store_reports)
         return "the configured sinks"
 
     def symbolize(self, report: dict) -> None:
-        if self.budget <= 0:
-            return
-        try:
-            from ..symbolize import symbolize  # after the target is released
-            symbolize(report, self.budget, self._images)
-        except Exception as e:  # a bug in the symbolizer must not cost the report
-            report.setdefault("errors", []).append(
-                f"symbolization failed: {type(e).__name__}: {e}")
+        if self.budget > 0:
+            stage(report.setdefault("errors", []), "symbolization", self._symbolize, report)
+
+    def _symbolize(self, report: dict) -> None:
+        from ..symbolize import symbolize  # after the target is released
+        symbolize(report, self.budget, self._images)
 
 
 def write_report(report: dict, output: str | None, report_dir: str | None) -> str:
     """Write atomically with mode 0600: to `output`, or a new file in `report_dir`."""
-    if output is None:
-        own_dir(report_dir)
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
-        output = os.path.join(report_dir, f"core-{stamp}-{report['process']['pid']}-"
-                                          f"{report['report_id'][:8]}.json")
-    write_atomic(output, json.dumps(report, separators=(",", ":")).encode() + b"\n")
+    try:
+        if output is None:
+            own_dir(report_dir)
+            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
+            output = os.path.join(report_dir, f"core-{stamp}-{report['process'].get('pid')}-"
+                                              f"{report['report_id'][:8]}.json")
+        write_atomic(output, json.dumps(report, separators=(",", ":")).encode() + b"\n")
+    except OSError as e:
+        raise NotDelivered(f"report {report.get('report_id')} could not be written to "
+                           f"{output or report_dir}: {e.strerror or e}") from None
     return output

@@ -50,6 +50,17 @@ def apply(report: dict, policy: Policy) -> dict:
     return {**report, "process": process}
 
 
+def without_secrets(report: dict) -> dict:
+    """The report when the policy could not be applied to it: without the
+    environment and the command line, and saying so."""
+    process = report.get("process")
+    process = {k: v for k, v in process.items() if k not in ("environ", "cmdline")} \
+        if isinstance(process, dict) else {}
+    return {**report, "process": {**process, "cmdline": []},
+            "errors": [*report.get("errors", []), "the environment and command line are left "
+                       "out: they could not be redacted"]}
+
+
 def scrub_event(_logger, _method, event: dict) -> dict:
     """structlog processor: a diagnostic never carries a secret-named value."""
     return {k: MASK if SECRET_NAME.search(k) else v for k, v in event.items()}

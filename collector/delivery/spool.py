@@ -2,16 +2,23 @@
 can. One file per report, written to a temporary name and renamed (0600, in
 a 0700 directory); its first line lists the sinks still owed the report,
 the second line is the report. Capped in count and bytes: the oldest go
-first and are counted, so the next report can say so."""
+first and are counted, so the next report can say so.
+
+On a full disk, what was delivered is still settled (the list of sinks owed
+is then rewritten in place, in the blocks it has), and the bookkeeping
+(`dropped`, `sinks.json`) is best effort: losing it costs a count or a
+retry pause, never a report or a second copy."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import time
 
 from ..files import own_dir, write_atomic
+from ..logging import log
 from .sinks import line
 
 DROPPED = "dropped"    # how many were dropped since the last report said so
@@ -83,9 +90,21 @@ class Spool:
             os.unlink(self.path(name))
             return
         with open(self.path(name), "rb") as f:
-            f.readline()
+            first = f.readline()
             rest = f.read()
-        self.write(name, json.dumps(pending).encode() + b"\n" + rest)
+        head = json.dumps(pending).encode()
+        try:
+            self.write(name, head + b"\n" + rest)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # no room for a copy: a shorter list, padded, fits where the old one was
+            fd = os.open(self.path(name), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.pwrite(fd, head.ljust(len(first) - 1), 0)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def enforce_cap(self) -> None:
         names = self.entries()
@@ -96,14 +115,24 @@ class Spool:
             total -= sizes.pop(0)
             dropped += 1
         if dropped:
-            self.write(DROPPED, str(self.read_json(DROPPED, 0) + dropped).encode())
+            self.keep(DROPPED, self.read_json(DROPPED, 0) + dropped)
+
+    def keep(self, name: str, value) -> None:
+        """Bookkeeping: written if the disk has room, else said in the log."""
+        try:
+            self.write(name, json.dumps(value).encode())
+        except OSError as e:
+            log.warning("spool bookkeeping not saved", file=self.path(name),
+                        error=e.strerror or str(e))
 
     def read_json(self, name: str, default):
+        """The value kept in `name`, or `default` if there is none of its type."""
         try:
             with open(self.path(name), "rb") as f:
-                return json.loads(f.read())
+                value = json.loads(f.read())
         except (OSError, ValueError):
             return default
+        return value if type(value) is type(default) else default
 
     def take_dropped(self) -> int:
         n = self.read_json(DROPPED, 0)
@@ -121,4 +150,4 @@ class Spool:
         state = self.read_json(RESTING, {})
         if state.get(sink) != failed_at:
             state[sink] = failed_at
-            self.write(RESTING, json.dumps({k: v for k, v in state.items() if v}).encode())
+            self.keep(RESTING, {k: v for k, v in state.items() if v})

@@ -26,6 +26,24 @@ def refill(bucket: dict, burst: int, per_minute: float, now: float) -> None:
     bucket["t"] = now
 
 
+def load(path: str) -> dict:
+    """The saved buckets; a missing or damaged file starts afresh (a few
+    reports too many get through, none is lost)."""
+    try:
+        with open(path) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        state = {}
+    if not isinstance(state, dict):
+        state = {}
+    state.setdefault("global", {})
+    state.setdefault("fingerprints", {})
+    if not isinstance(state["global"], dict) or not isinstance(state["fingerprints"], dict) \
+            or not all(isinstance(b, dict) for b in state["fingerprints"].values()):
+        state = {"global": {}, "fingerprints": {}}
+    return state
+
+
 class Limiter:
     def __init__(self, state_dir: str, settings: dict):
         self.dir, self.s = state_dir, settings
@@ -38,13 +56,7 @@ class Limiter:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             path = os.path.join(self.dir, STATE)
-            try:
-                with open(path) as f:
-                    state = json.load(f)
-            except (OSError, ValueError):
-                state = {}
-            state.setdefault("global", {})
-            state.setdefault("fingerprints", {})
+            state = load(path)
             yield state
             write_atomic(path, json.dumps(state, separators=(",", ":")).encode())
         finally:

@@ -1,6 +1,6 @@
 """The file sink: concurrent writers never interleave (reports far larger
 than PIPE_BUF), size-based rotation loses nothing, files are never
-world-readable whatever the umask; a full disk spools the report and
+world-readable whatever the umask; a sink that fails spools the report and
 `collector flush` delivers it later, once per sink."""
 from __future__ import annotations
 
@@ -70,9 +70,9 @@ def test_sinks_file_never_world_readable_rejected(tmp_path):
 
 
 def test_flush_disk_full_then_flush_once_per_sink(tmp_path):
-    """/dev/full fails every write with ENOSPC: the report is spooled for that
-    sink only (the spool holds 2: the oldest goes, and the next report says
-    so); once the sink is pointed at a real file, flush delivers what the
+    """/dev/full is no regular file, so the sink refuses it (a real full
+    disk: test_files.py): the report is spooled for that sink only (the
+    spool holds 2: the oldest goes, and the next report says so); once the sink is pointed at a real file, flush delivers what the
     spool kept there once, and the healthy sink never gets a second copy."""
     def delivery(archive: str) -> Delivery:
         cfg = config(tmp_path, {"type": "file", "name": "main", "path": f"{tmp_path}/main.jsonl"},

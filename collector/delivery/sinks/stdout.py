@@ -1,9 +1,12 @@
 """Reports on standard output: NDJSON (the default) or text for a human.
-Not spooled: a later run's stdout is somebody else's."""
+Not spooled: a later run's stdout is somebody else's. A report the text
+cannot render goes out as JSON, saying why."""
 from __future__ import annotations
 
 import sys
 
+from ...guard import stage
+from ...text import render
 from . import Sink, line
 
 
@@ -13,8 +16,11 @@ class StdoutSink(Sink):
     def send(self, reports: list[dict]) -> None:
         for report in reports:
             if self.settings["format"] == "text":
-                from ...text import render
-                sys.stdout.write(render(report))
+                errors = list(report.get("errors") or [])
+                text = stage(errors, "text rendering", render, report)
+                sys.stdout.write(text if text is not None else
+                                 line({**report, "errors": errors}).decode())
             else:
                 sys.stdout.write(line(report).decode())
         sys.stdout.flush()
+
