@@ -33,7 +33,7 @@ def line(report: dict) -> bytes:
 
 
 KINDS = {"stdout": "StdoutSink", "file": "FileSink", "journald": "JournaldSink",
-         "syslog": "SyslogSink", "http": "HttpSink"}
+         "syslog": "SyslogSink", "http": "HttpSink", "otlp": "OtlpSink"}
 
 
 def make(settings: dict) -> Sink:
