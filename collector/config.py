@@ -66,8 +66,12 @@ SECTIONS = {
               "max_bytes": ("size", 256 << 20), "max_age": ("duration", 30 * 86400.0),
               "keep_free": ("size", 1 << 30)},
 }
-SINK_COMMON = {"type": (("stdout", "file", "journald", "syslog", "http"), None),
+SINK_COMMON = {"type": (("stdout", "file", "journald", "syslog", "http", "otlp"), None),
                "name": (str, None)}
+# what the sinks that POST (sinks/post.py) share
+POST = {"headers": (dict, {}), "token_file": (str, ""), "ca_file": (str, ""),
+        "verify": (bool, True), "timeout": (float, 5.0), "retries": (int, 3),
+        "backoff": (float, 0.5), "batch_reports": (int, 100), "batch_bytes": ("size", 1 << 20)}
 SINKS = {
     "stdout": {"format": (("json", "text"), "json")},
     "file": {"path": (str, None), "max_bytes": ("size", 10 << 20), "keep": (int, 5),
@@ -76,16 +80,15 @@ SINKS = {
                  "identifier": (str, "collector")},
     "syslog": {"address": (str, "unix:/dev/log"), "facility": (tuple(FACILITIES), "daemon"),
                "max_message": ("size", 65536), "timeout": (float, 5.0)},
-    "http": {"url": (str, None), "flavour": (("ndjson", "journal-remote"), "ndjson"),
-             "headers": (dict, {}), "token_file": (str, ""), "ca_file": (str, ""),
-             "verify": (bool, True), "timeout": (float, 5.0), "retries": (int, 3),
-             "backoff": (float, 0.5), "batch_reports": (int, 100),
-             "batch_bytes": ("size", 1 << 20)},
+    "http": {"url": (str, None), "flavour": (("ndjson", "journal-remote"), "ndjson"), **POST},
+    "otlp": {"endpoint": (str, None), "protocol": (("http/json", "http/protobuf"), "http/json"),
+             **POST},
 }
-REQUIRED = {"file": "path", "http": "url"}
+REQUIRED = {"file": "path", "http": "url", "otlp": "endpoint"}
 ADDRESSES = {"syslog": [("address", r"unix:/.+|(udp|tcp)://(\[[0-9a-fA-F:]+\]|[^/:\[\]]+):\d+",
                          "unix:/PATH, udp://HOST:PORT or tcp://HOST:PORT")],
-             "http": [("url", r"https?://[^/]+.*", "http(s)://HOST[:PORT]/PATH")]}
+             "http": [("url", r"https?://[^/]+.*", "http(s)://HOST[:PORT]/PATH")],
+             "otlp": [("endpoint", r"https?://[^/]+.*", "http(s)://HOST[:PORT]/v1/logs")]}
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The one way out for every report (`attach`, `run`, `watch`, `core`):
 redaction, storm control, then each sink; a sink that fails gets the report
-later from the spool, in order, once. `collector flush` empties the spool."""
+later from the spool, in order, once (one it refused for good is set aside).
+`collector flush` empties the spool."""
 from __future__ import annotations
 
 import os
@@ -103,10 +104,26 @@ class Delivery:
         try:
             sink.send(reports)
             return True
+        except sinks.Rejected as e:
+            return self.set_aside(sink, reports, e)
         except Exception as e:  # any failure, even a bug in a sink, must not lose the report
             log.warning("sink failed", sink=sink.name, reports=len(reports),
                         error=f"{type(e).__name__}: {e}")
             return False
+
+    def set_aside(self, sink, reports: list[dict], error: Exception) -> bool:
+        """Reports a sink refused for good leave its queue (they would block
+        every report behind them) but stay on disk; False if they cannot."""
+        ids = [r.get("report_id") for r in reports]
+        try:
+            kept = [self.spool.set_aside(r, sink.name) for r in reports]
+        except OSError as e:
+            log.error("sink refused reports; cannot keep them", sink=sink.name, report_ids=ids,
+                      error=str(error), spool_error=str(e))
+            return False
+        log.error("sink refused reports, set aside", sink=sink.name, report_ids=ids,
+                  error=str(error), kept=kept)
+        return True
 
     def send_now(self, report: dict, later: list, owed: set[str]) -> None:
         """Send the spool's backlog, then the report to each sink that has no

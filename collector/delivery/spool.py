@@ -2,7 +2,9 @@
 can. One file per report, written to a temporary name and renamed (0600, in
 a 0700 directory); its first line lists the sinks still owed the report,
 the second line is the report. Capped in count and bytes: the oldest go
-first and are counted, so the next report can say so.
+first and are counted, so the next report can say so. A report a sink
+refused for good is set aside as .rejected-NAME (renaming it back to NAME
+queues it again), never retried on its own.
 
 On a full disk, what was delivered is still settled (the list of sinks owed
 is then rewritten in place, in the blocks it has), and the bookkeeping
@@ -21,6 +23,7 @@ from ..files import own_dir, write_atomic
 from ..logging import log
 from .sinks import line
 
+REJECTED = ".rejected-"
 DROPPED = "dropped"    # how many were dropped since the last report said so
 RESTING = "sinks.json"  # sink name -> when it last failed
 
@@ -78,9 +81,21 @@ class Spool:
             return json.loads(f.readline())
 
     def add(self, report: dict, pending: list[str]) -> None:
-        name = f"{time.time_ns():020d}-{report.get('report_id', 'unknown')}.json"
-        self.write(name, json.dumps(pending).encode() + b"\n" + line(report))
+        self.write(self.new_name(report), json.dumps(pending).encode() + b"\n" + line(report))
         self.enforce_cap()
+
+    def new_name(self, report: dict) -> str:
+        return f"{time.time_ns():020d}-{report.get('report_id', 'unknown')}.json"
+
+    def set_aside(self, report: dict, sink: str) -> str:
+        """Keep a report `sink` refused for good, out of the queue (so it
+        blocks nothing); at most max_reports of them, the oldest go first."""
+        name = REJECTED + self.new_name(report)
+        self.write(name, json.dumps([sink]).encode() + b"\n" + line(report))
+        kept = sorted(n for n in os.listdir(self.dir) if n.startswith(REJECTED))
+        for old in kept[:max(0, len(kept) - self.max_reports)]:
+            os.unlink(self.path(old))
+        return name
 
     def settle(self, name: str, sink: str) -> None:
         """`sink` got the report: owe it no more (and drop the file when no

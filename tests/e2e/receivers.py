@@ -1,7 +1,8 @@
 """Real log receivers for the sink tests, each started on loopback or in a
 temp dir, bounded in time and stopped (and its files removed) on every exit
 path: rsyslog, systemd-journald in a journal namespace,
-systemd-journal-remote, and a recording HTTP server in a thread."""
+systemd-journal-remote, a recording HTTP server in a thread, and an OTLP/HTTP
+logs receiver that decodes with opentelemetry-proto."""
 from __future__ import annotations
 
 import contextlib
@@ -231,6 +232,91 @@ def http_server(port: int = 0, tls: tuple[Path, Path] | None = None):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(*tls)
         server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        t.join(timeout=5)
+
+
+# ------------------------------------------------------------- OTLP/HTTP
+
+
+class OtlpReceiver(Recorder):
+    """An OTLP/HTTP logs receiver: each POST decoded with opentelemetry-proto's
+    generated classes by its Content-Type (strictly: an unknown JSON field is
+    a 400), answered with an ExportLogsServiceResponse in the same encoding,
+    or with the next (status, headers) of `script` first."""
+
+    def __init__(self, port: int = 0):
+        super().__init__(port)
+        self.RequestHandlerClass = OtlpHandler
+        self.script: list[tuple[int, dict]] = []
+
+    def exports(self) -> list:
+        """The ExportLogsServiceRequests answered 200, in order."""
+        with self.lock:
+            return [r["export"] for r in self.requests if r["status"] == 200]
+
+    def records(self) -> list[tuple]:
+        """(resource attributes as a dict, LogRecord) of every accepted record."""
+        return [(attrs(rl.resource.attributes), rec) for e in self.exports()
+                for rl in e.resource_logs for sl in rl.scope_logs for rec in sl.log_records]
+
+
+def attrs(kvs) -> dict:
+    """KeyValues -> {key: python value} (a key twice would be a bug: kept as a list)."""
+    out = {}
+    for kv in kvs:
+        v = getattr(kv.value, kv.value.WhichOneof("value"))
+        out[kv.key] = [out[kv.key], v] if kv.key in out else v
+    return out
+
+
+class OtlpHandler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        from google.protobuf import json_format
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as pb
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        kind = self.headers.get("Content-Type")
+        export, status, extra = None, 200, {}
+        try:
+            if kind == "application/json":
+                export = json_format.Parse(body, pb.ExportLogsServiceRequest())
+            elif kind == "application/x-protobuf":
+                export = pb.ExportLogsServiceRequest.FromString(body)
+            else:
+                status = 415
+        except Exception:  # what a receiver says to bad data
+            status = 400
+        with self.server.lock:
+            if status == 200 and self.server.script:
+                status, extra = self.server.script.pop(0)
+            self.server.requests.append({"path": self.path, "headers": dict(self.headers),
+                                         "body": body, "status": status, "export": export,
+                                         "time": time.monotonic()})
+        answer = pb.ExportLogsServiceResponse()
+        data = answer.SerializeToString() if kind == "application/x-protobuf" else \
+            json_format.MessageToJson(answer).encode()
+        self.send_response(status)
+        for k, v in extra.items():
+            self.send_header(k, v)
+        self.send_header("Content-Type", kind or "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def otlp_receiver(port: int = 0):
+    import opentelemetry.proto  # noqa: F401  (the test extra has it: fail here, not in a thread)
+    server = OtlpReceiver(port)
     t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     try:

@@ -80,3 +80,14 @@ def test_spool_resting_sink(tmp_path):
         assert not s.resting("file", 1010.0)
         s.mark("http", None)
         assert not s.resting("http", 1010.0)
+
+
+def test_spool_set_aside_is_out_of_the_queue_and_capped(tmp_path):
+    s = spool(tmp_path, max_reports=3)
+    with s.locked():
+        s.add(rep(0), ["a"])
+        kept = [s.set_aside(rep(n), "b") for n in range(1, 6)]
+        assert [s.report(x)["n"] for x in s.entries()] == [0]  # the queue has only the owed one
+        left = sorted(x for x in os.listdir(s.dir) if x.startswith(".rejected-"))
+        assert left == kept[-3:]  # the oldest went first
+        assert s.pending(left[0]) == ["b"] and s.report(left[0])["n"] == 3

@@ -9,6 +9,11 @@ class SinkError(Exception):
     """The sink could not take the report now; it is worth retrying later."""
 
 
+class Rejected(SinkError):
+    """The receiver refused the reports for good (OTLP's 400): sending them
+    again cannot help, so they are set aside rather than queued."""
+
+
 class Sink:
     spool = True   # a failed send is kept and retried; False for stdout
     batch = 1        # reports per send() at most
@@ -28,7 +33,7 @@ def line(report: dict) -> bytes:
 
 
 KINDS = {"stdout": "StdoutSink", "file": "FileSink", "journald": "JournaldSink",
-         "syslog": "SyslogSink", "http": "HttpSink"}
+         "syslog": "SyslogSink", "http": "HttpSink", "otlp": "OtlpSink"}
 
 
 def make(settings: dict) -> Sink:
