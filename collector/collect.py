@@ -11,6 +11,7 @@ from unwinder.modules import ImageCache, Module, ModuleMap
 from unwinder.walk import unwind
 
 from . import report
+from .pyframes import add_python_frames
 from .targets import procfs
 
 MAX_PERF_MAP = 16 << 20
@@ -35,9 +36,10 @@ def unwind_threads(space, infos: list[ThreadInfo], max_frames: int,
         regs = space.registers(info.tid) if info.tid in known else None
         trace = unwind(space, modules, regs, max_frames, dynamic) if regs else None
         threads.append(report.thread_dict(info, regs, trace))
+    python_errors = add_python_frames(space, modules, threads)
     loaded = modules.load_all() + dynamic.modules
     errors = [e for m in loaded if m.image is not None for e in m.image.errors]
-    return threads, loaded, errors + dynamic.errors
+    return threads, loaded, errors + dynamic.errors + python_errors
 
 
 def _perf_map(pid: int | None) -> tuple[str | None, str]:
