@@ -10,40 +10,27 @@ import re
 import shutil
 import subprocess
 import tempfile
-from pathlib import Path
 
 import pytest
 
 from collector import fingerprint
+
+try:
+    from pythons import interpreters
+except ImportError:  # pragma: no cover - if tests/ ever becomes a package
+    from tests.pythons import interpreters
 
 from .corepattern import can_own, crash, crashed_thread, owned_core_pattern, short_tempdir
 from .helpers import (REPO, collector_argv, collector_env, fmt_thread, run_command,
                       schema_errors, thread_by_tid)
 
 SCRIPT = REPO / "tests" / "fixtures" / "pynested.py"
-PYENV = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
-MINORS = ["3.8", "3.9", "3.10", "3.11", "3.12", "3.13"]
 EVAL = "_PyEval_EvalFrameDefault"
 # time.sleep: clock_nanosleep, or pselect6 before 3.11; Event.wait: futex
 SLEEPING = ("230", "270", "202")
 
 
-def _pyenv(minor: str) -> str | None:
-    for d in sorted(PYENV.glob(f"{minor}.*")) if PYENV.is_dir() else []:
-        exe = d / "bin" / f"python{minor}"
-        if re.fullmatch(rf"{re.escape(minor)}\.\d+", d.name) and exe.exists():
-            return str(exe)
-    return None
-
-
-def _interpreters():
-    out = [pytest.param(_pyenv(m), id=f"pyenv-{m}") for m in MINORS]
-    out.append(pytest.param("/usr/bin/python3" if os.path.exists("/usr/bin/python3") else None,
-                            id="debian-python3"))
-    return out
-
-
-@pytest.fixture(params=_interpreters())
+@pytest.fixture(params=interpreters())
 def python(request):
     if request.param is None:
         pytest.skip(f"{request.node.callspec.id} is not installed")

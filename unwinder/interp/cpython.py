@@ -77,15 +77,22 @@ def python_frames(space: AddressSpace, modules: ModuleMap, tids: list[int]) -> F
         except ElfError as e:
             out.errors.append(f"{module.path}: python: {e}")
             continue
-        if "_PyRuntime" not in found:
-            continue
-        try:
-            reader = Reader(space, _layout(space, module.path, found), found)
-            out.version = "%d.%d" % reader.layout.version
-            reader.walk(tids, out.stacks)
-        except _READ_ERRORS as e:
-            out.errors.append(f"{module.path}: python frames: {e}")
+        if "_PyRuntime" in found:
+            from_runtime(space, found, tids, out, module.path)
     return out
+
+
+def from_runtime(space: AddressSpace, found: dict[str, int], tids: list[int], out: Found,
+                 path: str = "", layout: Layout | None = None) -> None:
+    """The frames of one runtime (`found`: runtime addresses of SYMBOLS)
+    into `out`; what cannot be read becomes an error there. `layout`: as
+    the runtime says (None), or given."""
+    try:
+        reader = Reader(space, layout or _layout(space, path, found), found)
+        out.version = "%d.%d" % reader.layout.version
+        reader.walk(tids, out.stacks)
+    except _READ_ERRORS as e:
+        out.errors.append(f"{path}: python frames: {e}")
 
 
 def _layout(space: AddressSpace, path: str, found: dict[str, int]) -> Layout:
@@ -143,7 +150,9 @@ class Reader:
 
     def _chain(self, first: int, next_at: int, limit: int):
         seen, addr = set(), first
-        while addr and addr not in seen:
+        while addr:
+            if addr in seen:
+                raise PythonError(f"a loop in a list at {addr:#x}")
             if len(seen) >= limit:
                 raise PythonError(f"more than {limit} entries in a list")
             seen.add(addr)
@@ -183,15 +192,17 @@ class Reader:
         return top
 
     def _frames(self, top: int):
+        """PyFrames from `top` outwards, yielded as read (a fault later
+        keeps them); `entry` is set on one once the next says so."""
         L = self.layout
-        frames: list[PyFrame] = []
+        last = None
         size = max(L.frame_previous, L.frame_code, L.frame_lasti,
                    L.frame_owner or 0, L.frame_is_entry or 0) + 8
         for addr in self._chain(top, L.frame_previous, MAX_FRAMES):
             raw = self.space.read(addr, size)
             if L.frame_owner is not None and raw[L.frame_owner] == FRAME_OWNED_BY_CSTACK:
-                if frames:
-                    frames[-1].entry = True
+                if last is not None:
+                    last.entry = True
                 continue
             code = struct.unpack_from("<Q", raw, L.frame_code)[0]
             if L.frame_objects:
@@ -201,11 +212,10 @@ class Reader:
                 instr = struct.unpack_from("<Q", raw, L.frame_lasti)[0]
                 lasti = (instr - code - L.code_adaptive) // 2
                 entry = L.frame_is_entry is not None and raw[L.frame_is_entry] != 0
-            function, file, line = self._where(code, lasti)
-            frames.append(PyFrame(function, file, line, entry))
-        if frames:
-            frames[-1].entry = True
-        return frames
+            last = PyFrame(*self._where(code, lasti), entry)
+            yield last
+        if last is not None:
+            last.entry = True
 
     def _where(self, code: int, lasti: int) -> tuple[str | None, str | None, int | None]:
         L = self.layout
