@@ -153,3 +153,26 @@ def pystack(pid: int) -> dict[int, list[tuple[str, str, int]]]:
         elif (m := re.match(r'\s+\(Python\) File "(.*)", line (\d+), in (.+)$', line)) and tid:
             threads[tid].insert(0, (m.group(3), os.path.basename(m.group(1)), int(m.group(2))))
     return threads
+
+
+def test_embedded_libpython_with_a_subinterpreter(python, builder, spawn):
+    """A C program linking libpython; the main interpreter in one thread,
+    a subinterpreter in another."""
+    config = python + "-config"
+    if not os.path.exists(config):
+        pytest.skip(f"{config} is not installed")
+    flags = subprocess.run([config, "--includes", "--ldflags", "--embed"], capture_output=True,
+                           text=True, check=True).stdout.split()
+    libdir = subprocess.run([config, "--prefix"], capture_output=True, text=True,
+                            check=True).stdout.strip() + "/lib"
+    exe = builder.build("pyembed.c", extra=(*flags, f"-Wl,-rpath,{libdir}"))
+    t = spawn(exe, parked="all", syscalls=SLEEPING)
+    report = report_of(["attach", t.pid])
+    main = thread_by_tid(report, t.pid)
+    sub = next(th for th in report["threads"] if th["tid"] != t.pid)
+    assert pyframes(main) == [("emb_inner", "<string>", 4), ("emb_outer", "<string>", 6),
+                              ("<module>", "<string>", 7)], fmt_thread(main)
+    assert pyframes(sub) == [("sub_inner", "<string>", 3), ("sub_outer", "<string>", 5),
+                             ("<module>", "<string>", 6)], fmt_thread(sub)
+    assert_placed(main)
+    assert_placed(sub)
