@@ -25,7 +25,7 @@ def fields(version: tuple[int, int]) -> dict[str, str]:
     out = {
         "runtime_interpreters": f"{RT}.interpreters.head", "interp_next": f"{IS}.next",
         "interp_threads": f"{IS}." + ("threads.head" if new else "tstate_head"),
-        "interp_id": f"{IS}.id", "tstate_next": f"{TS}.next", "tstate_interp": f"{TS}.interp",
+        "tstate_next": f"{TS}.next",
         "tstate_frame": f"{TS}." + ("cframe" if new else "frame"),
         "tstate_thread_id": f"{TS}.thread_id",
         "frame_previous": f"{frame}." + ("previous" if new else "f_back"),
@@ -84,9 +84,9 @@ def test_table_matches_dwarf(minor):
 
 def test_debug_offsets_positions_match_dwarf():
     sections = {"runtime_interpreters": "runtime_state.interpreters_head",
-                "interp_id": "interpreter_state.id", "interp_next": "interpreter_state.next",
+                "interp_next": "interpreter_state.next",
                 "interp_threads": "interpreter_state.threads_head",
-                "tstate_next": "thread_state.next", "tstate_interp": "thread_state.interp",
+                "tstate_next": "thread_state.next",
                 "tstate_frame": "thread_state.current_frame",
                 "tstate_thread_id": "thread_state.thread_id",
                 "tstate_native_id": "thread_state.native_thread_id",

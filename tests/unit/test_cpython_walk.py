@@ -179,3 +179,30 @@ def test_flipped_bytes_never_raise():
         out = h.read([101])                         # raises nothing
         for stack in out.stacks.values():
             assert len(stack.frames) <= 4
+
+
+def debug_offsets(version=0x030D00F0, free_threaded=0, **override) -> bytes:
+    from unwinder.interp.cpython_offsets import _DEBUG, DEBUG_COOKIE, DEBUG_SIZE
+    data = bytearray(DEBUG_SIZE)
+    data[:8] = DEBUG_COOKIE
+    values = dict(version=version, free_threaded=free_threaded)
+    values.update({k: 8 * i for i, k in enumerate(_DEBUG) if k not in values})
+    values.update(override)
+    for key, at in _DEBUG.items():
+        struct.pack_into("<Q", data, at, values[key])
+    return bytes(data)
+
+
+def test_debug_offsets_of_313_only():
+    import pytest
+
+    from unwinder.interp.cpython_offsets import LayoutError, from_debug_offsets
+    layout = from_debug_offsets(debug_offsets(tstate_native_id=200, ascii_size=40))
+    assert layout.version == (3, 13) and layout.tstate_native_id == 200
+    assert layout.compact_size == 56 and layout.cframe_frame is None
+    for bad, why in ((debug_offsets(version=0x030E00A0), "3.14"),
+                     (debug_offsets(free_threaded=1), "free-threaded"),
+                     (debug_offsets(frame_owner=1 << 40), "implausible"),
+                     (b"xdebugpz" + debug_offsets()[8:], "cookie")):
+        with pytest.raises(LayoutError, match=why):
+            from_debug_offsets(bad)

@@ -42,7 +42,6 @@ class PyFrame:
     file: str | None
     line: int | None
     entry: bool = False     # the first frame its C eval call ran (the outermost of its group)
-    interpreter: int | None = None
 
 
 @dataclass
@@ -54,7 +53,6 @@ class PyStack:
 @dataclass
 class Found:
     stacks: dict[int, PyStack] = field(default_factory=dict)   # by OS tid
-    version: str | None = None
     errors: list[str] = field(default_factory=list)
 
 
@@ -88,9 +86,7 @@ def from_runtime(space: AddressSpace, found: dict[str, int], tids: list[int], ou
     into `out`; what cannot be read becomes an error there. `layout`: as
     the runtime says (None), or given."""
     try:
-        reader = Reader(space, layout or _layout(space, path, found), found)
-        out.version = "%d.%d" % reader.layout.version
-        reader.walk(tids, out.stacks)
+        Reader(space, layout or _layout(space, path, found), found).walk(tids, out.stacks)
     except _READ_ERRORS as e:
         out.errors.append(f"{path}: python frames: {e}")
 
@@ -127,14 +123,12 @@ class Reader:
 
     def walk(self, tids: list[int], stacks: dict[int, PyStack]) -> None:
         L = self.layout
-        states = []  # (interpreter id, thread state), newest interpreter first
+        states = []  # newest interpreter first: its frames run above an older one's
         for interp in self._chain(self.u64(self.runtime + L.runtime_interpreters),
                                   L.interp_next, MAX_INTERPRETERS):
-            iid = struct.unpack("<q", self.space.read(interp + L.interp_id, 8))[0]
-            for ts in self._chain(self.u64(interp + L.interp_threads), L.tstate_next, MAX_THREADS):
-                states.append((iid, ts))
-        by_tid = self._tids([ts for _, ts in states], set(tids))
-        for iid, ts in states:
+            states += self._chain(self.u64(interp + L.interp_threads), L.tstate_next, MAX_THREADS)
+        by_tid = self._tids(states, set(tids))
+        for ts in states:
             tid = by_tid.get(ts)
             if tid is None:
                 continue
@@ -143,7 +137,6 @@ class Reader:
                 continue
             try:
                 for frame in self._frames(self._top_frame(ts)):
-                    frame.interpreter = iid
                     stack.frames.append(frame)
             except _READ_ERRORS as e:
                 stack.error = f"python frames cut after {len(stack.frames)}: {e}"
@@ -163,7 +156,12 @@ class Reader:
         """Thread state -> OS tid."""
         L = self.layout
         if L.tstate_native_id is not None:
-            out = {ts: self.u64(ts + L.tstate_native_id) for ts in states}
+            out = {}
+            for ts in states:
+                try:
+                    out[ts] = struct.unpack("<Q", self.space.read(ts + L.tstate_native_id, 8))[0]
+                except MemoryFault:
+                    continue
             return {ts: tid for ts, tid in out.items() if tid in tids}
         # 3.8-3.10 know only pthread_self(): find where glibc keeps the tid
         # in struct pthread (the offset that names known tids most often)

@@ -11,10 +11,10 @@ DWARF of pyenv builds (gdb `ptype /o`) and by tests that attach to each.
 
 Field meanings:
   runtime_interpreters   _PyRuntimeState.interpreters.head
-  interp_next, interp_threads, interp_id
+  interp_next, interp_threads
                          PyInterpreterState.next, .tstate_head (3.8-3.10)
-                         or .threads.head (3.11+), .id
-  tstate_next, tstate_interp, tstate_thread_id (pthread_t),
+                         or .threads.head (3.11+)
+  tstate_next, tstate_thread_id (pthread_t),
   tstate_native_id       PyThreadState fields (native_thread_id: 3.11+)
   tstate_frame, cframe_frame
                          3.8-3.10: tstate->frame (a PyFrameObject *);
@@ -50,9 +50,7 @@ class Layout:
     runtime_interpreters: int
     interp_next: int
     interp_threads: int
-    interp_id: int
     tstate_next: int
-    tstate_interp: int
     tstate_frame: int
     tstate_thread_id: int
     tstate_native_id: int | None
@@ -78,22 +76,22 @@ class Layout:
 
 
 _38 = Layout(
-    (3, 8), runtime_interpreters=32, interp_next=0, interp_threads=8, interp_id=16,
-    tstate_next=8, tstate_interp=16, tstate_frame=24, tstate_thread_id=176,
+    (3, 8), runtime_interpreters=32, interp_next=0, interp_threads=8,
+    tstate_next=8, tstate_frame=24, tstate_thread_id=176,
     tstate_native_id=None, cframe_frame=None, frame_previous=24, frame_code=32,
     frame_lasti=104, frame_is_entry=None, frame_owner=None, code_filename=104,
     code_name=112, code_qualname=None, code_firstlineno=40, code_linetable=120,
     code_adaptive=None, ascii_size=48, compact_size=72)
-_39 = replace(_38, version=(3, 9), interp_id=24)
+_39 = replace(_38, version=(3, 9))
 _310 = replace(_39, version=(3, 10), frame_lasti=96)
 _311 = replace(
-    _310, version=(3, 11), runtime_interpreters=40, interp_threads=16, interp_id=48,
+    _310, version=(3, 11), runtime_interpreters=40, interp_threads=16,
     tstate_frame=56, tstate_thread_id=152, tstate_native_id=160, cframe_frame=8,
     frame_previous=48, frame_code=32, frame_lasti=56, frame_is_entry=68, frame_owner=69,
     code_filename=112, code_name=120, code_qualname=128, code_firstlineno=72,
     code_linetable=136, code_adaptive=184)
 _312 = replace(
-    _311, version=(3, 12), interp_threads=72, interp_id=8, tstate_thread_id=136,
+    _311, version=(3, 12), interp_threads=72, tstate_thread_id=136,
     tstate_native_id=144, cframe_frame=0, frame_previous=8, frame_code=0, frame_is_entry=None,
     frame_owner=70, code_firstlineno=68, code_adaptive=192, ascii_size=40, compact_size=56)
 
@@ -102,8 +100,8 @@ TABLE = {layout.version: layout for layout in (_38, _39, _310, _311, _312)}
 # _Py_DebugOffsets of 3.13 (struct offsets within it, as 3.13.0 lays it out)
 _DEBUG = {
     "version": 8, "free_threaded": 16, "runtime_interpreters": 40,
-    "interp_id": 56, "interp_next": 64, "interp_threads": 72,
-    "tstate_next": 168, "tstate_interp": 176, "tstate_frame": 184, "tstate_thread_id": 192,
+    "interp_next": 64, "interp_threads": 72,
+    "tstate_next": 168, "tstate_frame": 184, "tstate_thread_id": 192,
     "tstate_native_id": 200, "frame_previous": 232, "frame_code": 240, "frame_lasti": 248,
     "frame_owner": 264, "code_filename": 280, "code_name": 288, "code_qualname": 296,
     "code_linetable": 304, "code_firstlineno": 312, "code_adaptive": 344, "ascii_size": 560,
