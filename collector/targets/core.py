@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import fcntl
 import os
+import re
 import select
 import stat
 import struct
@@ -29,6 +30,7 @@ NT_PRSTATUS, NT_PRPSINFO, NT_AUXV = 1, 3, 6
 NT_SIGINFO, NT_FILE = 0x53494749, 0x46494C45
 AT_SYSINFO_EHDR = 33
 PF_X, PF_W, PF_R = 1, 2, 4
+PYTHON = re.compile(r"/(lib)?python\d\.\d+[^/]*$")  # python3.12, libpython3.12.so.1.0
 _EHDR = struct.Struct("<4sBB10xHH12xQ16xH")  # magic, class, data, type, machine, phoff, phnum
 _PHDR = struct.Struct("<IIQQ8xQQ8x")          # type, flags, offset, vaddr, filesz, memsz
 # Most a note of each kind may hold (NT_FILE: the kernel caps it at 16 MiB).
@@ -246,7 +248,8 @@ def wanted_ranges(layout: Layout, stack_window: int,
                   keep: int) -> tuple[list[tuple[int, int]], list[str]]:
     """Core-file (offset, size) ranges to keep from a stream, within `keep`
     bytes: the dumping thread's stack window first, the vdso, the other
-    threads' stacks sharing what is left, then small anonymous code."""
+    threads' stacks sharing what is left, then small anonymous code, then
+    for a CPython process its writable memory (for its Python frames)."""
     spans: list[tuple[int, int]] = []
     left = keep
 
@@ -282,6 +285,12 @@ def wanted_ranges(layout: Layout, stack_window: int,
     if left <= 0:
         errors.append(f"kept only {keep} bytes of stacks and code (--keep): some stack "
                       "windows are shorter than --stack-window")
+    if any(PYTHON.search(path) for _, _, path in layout.notes.files.values()):
+        # CPython's frames live in its data (_PyRuntime) and heap: the
+        # writable segments, file-backed first, as far as `keep` goes
+        for seg in sorted((s for s in layout.loads if s.flags & PF_W),
+                          key=lambda s: (s.vaddr not in layout.notes.files, s.vaddr)):
+            take(seg.vaddr, seg.vaddr + seg.filesz)
     return merge_spans(spans), errors
 
 

@@ -16,9 +16,9 @@ import pytest
 from collector import fingerprint
 
 try:
-    from pythons import interpreters
+    from pythons import interpreters, pyenv
 except ImportError:  # pragma: no cover - if tests/ ever becomes a package
-    from tests.pythons import interpreters
+    from tests.pythons import interpreters, pyenv
 
 from .corepattern import can_own, crash, crashed_thread, owned_core_pattern, short_tempdir
 from .helpers import (REPO, collector_argv, collector_env, fmt_thread, run_command,
@@ -176,3 +176,27 @@ def test_embedded_libpython_with_a_subinterpreter(python, builder, spawn):
                              ("<module>", "<string>", 6)], fmt_thread(sub)
     assert_placed(main)
     assert_placed(sub)
+
+
+def test_core_streamed_from_the_kernel(core_dir):
+    """`core --from-kernel` reads the core once and keeps only some of it:
+    for a Python process that includes the interpreter's memory."""
+    python = pyenv("3.12") or pyenv("3.11") or "/usr/bin/python3"
+    if not os.path.exists(python):
+        pytest.skip("no CPython 3.11+")
+    with owned_core_pattern(f"{core_dir}/core.%p", pipe_limit=0):
+        pid = crash([python, SCRIPT, "crash"])
+    core = core_dir / f"core.{pid}"
+    try:
+        with tempfile.TemporaryDirectory() as state, open(core, "rb") as stdin:
+            r = subprocess.run(collector_argv(
+                "core", "--from-kernel", "--symbolize-budget", "0", f"P={pid}", f"I={pid}",
+                "s=11", "t=0", "u=0", "g=0", "h=test", "e=python"), stdin=stdin,
+                capture_output=True, text=True, timeout=120,
+                env=dict(collector_env(), COLLECTOR_STATE_DIR=state))
+    finally:
+        core.unlink(missing_ok=True)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert not [e for e in report["errors"] if "python" in e], report["errors"]
+    assert pyframes(crashed_thread(report)) == main_expected(marks(), "py_inner_crash")
