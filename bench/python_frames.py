@@ -88,7 +88,8 @@ def main() -> None:
                         med = {on: [statistics.median(r[i] for r in rows[on]) for i in range(2)]
                                for on in rows}
                         frames = rows[True][0][2]
-                        print(f"| {os.path.basename(python)} {name} | {'yes' if symbolize else 'no'} "
+                        print(f"| {os.path.basename(python)} {name} "
+                              f"| {'yes' if symbolize else 'no'} "
                               f"| {frames} | {med[False][0]:.1f} | {med[True][0]:.1f} "
                               f"| {100 * (med[True][0] / med[False][0] - 1):+.1f}% "
                               f"| {med[False][1]:.1f} | {med[True][1]:.1f} |", flush=True)

@@ -51,7 +51,8 @@ def merge(thread: dict, stack: PyStack) -> None:
         thread["interpreter_error"] = stack.error
     if not natives:
         if groups:
-            thread["interpreter_error"] = stack.error or "no native frames to place Python frames by"
+            thread["interpreter_error"] = (stack.error or
+                                           "no native frames to place Python frames by")
         return
     out = []
     for native in natives:

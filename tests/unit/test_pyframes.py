@@ -42,7 +42,8 @@ def test_groups_without_an_eval_frame_go_last_and_errors_are_kept():
     thread = {"tid": 1, "frames": [native("poll"), native("_PyEval_EvalFrameDefault")]}
     merge(thread, PyStack([PyFrame("a", None, None, entry=True), PyFrame("b", "b.py", 1)],
                           error="python frames cut after 2: bad pointer 0x0"))
-    assert [f["function"] for f in thread["frames"]] == ["poll", "a", "_PyEval_EvalFrameDefault", "b"]
+    assert [f["function"] for f in thread["frames"]] == \
+        ["poll", "a", "_PyEval_EvalFrameDefault", "b"]
     assert "file" not in thread["frames"][1] and "line" not in thread["frames"][1]
     assert thread["interpreter_error"].startswith("python frames cut")
 

@@ -121,7 +121,8 @@ def from_debug_offsets(data: bytes) -> Layout:
     version = values.pop("version")
     major, minor = version >> 24, (version >> 16) & 0xFF
     if (major, minor) != (3, 13):
-        raise LayoutError(f"_Py_DebugOffsets of Python {major}.{minor}: only 3.13's layout is known")
+        raise LayoutError(f"_Py_DebugOffsets of Python {major}.{minor}: "
+                          "only 3.13's layout is known")
     if values.pop("free_threaded"):
         raise LayoutError("a free-threaded (no-GIL) build: not supported")
     if any(v > 1 << 16 for v in values.values()):
