@@ -18,6 +18,7 @@ from unwinder.walk import Frame, Trace, unwind
 from . import report
 from .errors import BadCore
 from .guard import stage
+from .pyframes import add_python_frames
 from .targets import compressed, procfs
 from .targets.corefile import CoreError, CoreSpace, Layout, open_core
 from .targets.crashed import Crashed
@@ -46,6 +47,8 @@ def unwind_threads(space, infos: list[ThreadInfo], max_frames: int,
                      dynamic, info, regs[info.tid], max_frames,
                      fallback=lambda: raw_thread(info, regs[info.tid]))
                for info in infos]
+    errors += stage(errors, "reading Python frames", add_python_frames, space, modules, threads,
+                    fallback=list)
     loaded = stage(errors, "loading the modules", lambda: modules.load_all() + dynamic.modules,
                    fallback=list)
     errors += [e for m in loaded if m.image is not None for e in m.image.errors]
@@ -91,9 +94,10 @@ def from_capture(source: str, process: dict, cap, t0: float, max_frames: int,
     unwind_ms = (time.monotonic() - t1) * 1000
     errors = cap.errors + errors
     if space.late_reads and released:
-        errors.append(f"{space.late_reads} reads fell outside the stack copies and were "
-                      "served from the running process after it was released "
-                      "(raise --stack-window to copy more)")
+        errors.append(f"{space.late_reads} reads fell outside the copies made while the "
+                      "target was held (its stacks, the vdso) and were served from the "
+                      "running process after it was released: what they found (interpreter "
+                      "frames, frames past --stack-window) is as it was a moment later")
     space.close()
     snapshot = {"bytes_copied": space.bytes_copied, "late_reads": space.late_reads,
                 "missing_reads": space.missing_reads}

@@ -76,6 +76,8 @@ class Symbolizer:
         """The frame and its inlined frames, innermost first. `exact`: the
         pc is the instruction itself (frame 0, after a signal, a signal
         trampoline), else a return address looked up at pc - 1."""
+        if frame.get("method") == "interpreter":  # named by the interpreter, not by ELF
+            return [frame]
         if isinstance(frame.get("function"), str) and "linkage_name" not in frame:
             name_function(frame, frame["function"])
         rel_pc = frame.get("rel_pc")

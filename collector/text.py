@@ -47,6 +47,9 @@ def render(report: dict) -> str:
         crashed = " (crashed)" if t.get("crashed") else ""
         lines.append(f"TID {t['tid']} \"{t['name'] or ''}\"{crashed}:")
         for f in t["frames"]:
+            if f["method"] == "interpreter":
+                lines.append(f"#{f['index']:<3} {_python(f)}")
+                continue
             where = f["function"] or "??"
             if f["function"] and f["offset"]:
                 where += f"+{f['offset']:#x}"
@@ -58,6 +61,18 @@ def render(report: dict) -> str:
                 column = f":{f['column']}" if f.get("column") else ""
                 lines.append(f"     {f['file']}:{f.get('line') or '?'}{column}")
         lines.append(f"     stop: {t['stop_reason']}")
+        if t.get("interpreter_error"):
+            lines.append(f"     python: {t['interpreter_error']}")
     for e in report["errors"]:
         lines.append(f"error: {e}")
     return "\n".join(lines) + "\n"
+
+
+def _python(f: dict) -> str:
+    """As Python's own traceback says it; the target's strings made printable."""
+    file, function = (_printable(f.get(k) or "?") for k in ("file", "function"))
+    return f'File "{file}", line {f.get("line") or "?"}, in {function}'
+
+
+def _printable(s: str) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)

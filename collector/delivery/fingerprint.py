@@ -46,7 +46,20 @@ def meaningful(thread: dict | None):
 
 
 def frames(thread: dict | None) -> list[str]:
-    return [frame_key(f) for f in itertools.islice(meaningful(thread), FRAMES)]
+    stack = (thread or {}).get("frames", [])
+    python = [f for f in stack if f.get("method") == "interpreter"]
+    if not python:
+        return [frame_key(f) for f in itertools.islice(meaningful(thread), FRAMES)]
+    # the native frames above the innermost Python one (a C extension's),
+    # less the interpreter's own (the module of the eval frames, each just
+    # below its Python frames), then the Python call site
+    first = next(i for i, f in enumerate(stack) if f.get("method") == "interpreter")
+    interpreter = {below.get("module") for f, below in zip(stack, stack[1:])
+                   if f.get("method") == "interpreter" != below.get("method")}
+    native = [frame_key(f) for f in meaningful({"frames": stack[:first]})
+              if f.get("module") not in interpreter]
+    return native[:FRAMES] + [f"py:{os.path.basename(f.get('file') or '?')}!{f.get('function')}"
+                              for f in python[:FRAMES]]
 
 
 def compute(report: dict) -> str:

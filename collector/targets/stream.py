@@ -5,21 +5,25 @@ code), the rest drained without being held."""
 from __future__ import annotations
 
 import bisect
+import re
 from dataclasses import dataclass
 
 from unwinder.regs import NUMBERS
 
 from . import DEFAULT_KEEP, DEFAULT_STACK_WINDOW, RED_ZONE
-from .corefile import AT_SYSINFO_EHDR, PF_X, SMALL_CODE, CoreError, CoreSpace, Layout, read_layout
+from .corefile import AT_SYSINFO_EHDR, PF_W, PF_X, SMALL_CODE, CoreError, CoreSpace, Layout, read_layout
 from .reader import Stalled, Stream
 from .vmread import merge_spans
+
+PYTHON = re.compile(r"/(lib)?python\d\.\d+[^/]*$")  # python3.12, libpython3.12.so.1.0
 
 
 def wanted_ranges(layout: Layout, stack_window: int,
                   keep: int) -> tuple[list[tuple[int, int]], list[str]]:
     """Core-file (offset, size) ranges to keep from a stream, within `keep`
     bytes: the dumping thread's stack window first, the vdso, the other
-    threads' stacks sharing what is left, then small anonymous code."""
+    threads' stacks sharing what is left, then small anonymous code, then
+    for a CPython process its writable memory (for its Python frames)."""
     spans: list[tuple[int, int]] = []
     left = keep
 
@@ -55,6 +59,12 @@ def wanted_ranges(layout: Layout, stack_window: int,
     if left <= 0:
         errors.append(f"kept only {keep} bytes of stacks and code (--keep): some stack "
                       "windows are shorter than --stack-window")
+    if any(PYTHON.search(path) for _, _, path in layout.notes.files.values()):
+        # CPython's frames live in its data (_PyRuntime) and heap: the
+        # writable segments, file-backed first, as far as `keep` goes
+        for seg in sorted((s for s in layout.loads if s.flags & PF_W),
+                          key=lambda s: (s.vaddr not in layout.notes.files, s.vaddr)):
+            take(seg.vaddr, seg.vaddr + seg.filesz)
     return merge_spans(spans), errors
 
 
