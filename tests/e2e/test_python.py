@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from collector import fingerprint
+from collector.delivery import fingerprint
 
 try:
     from pythons import interpreters, pyenv

@@ -2,7 +2,7 @@
 of a thread that has them."""
 from __future__ import annotations
 
-from collector import fingerprint
+from collector.delivery import fingerprint
 from collector.pyframes import merge
 from unwinder.interp import PyFrame, PyStack
 
