@@ -1,4 +1,9 @@
-"""The report for a human: one line per frame, like eu-stack and gdb."""
+"""The report for a human: one line per frame, like eu-stack and gdb, and
+one line for a cycle of functions repeated MIN_REPEATS times or more (deep
+recursion): `#5-#1983 recurse (x1979)`."""
+
+MAX_CYCLE = 8       # longest cycle of functions collapsed into one line
+MIN_REPEATS = 3
 
 
 def render(report: dict) -> str:
@@ -11,18 +16,76 @@ def render(report: dict) -> str:
     for t in report["threads"]:
         crashed = " (crashed)" if t.get("crashed") else ""
         lines.append(f"TID {t['tid']} \"{t['name'] or ''}\"{crashed}:")
-        for f in t["frames"]:
-            where = f["function"] or "??"
-            if f["function"] and f["offset"]:
-                where += f"+{f['offset']:#x}"
-            module = f" ({f['module']})" if f["module"] else ""
-            method = "" if f["method"] in ("context", "cfi") else f" [{f['method']}]"
-            inlined = " [inlined]" if f.get("inlined") else ""
-            lines.append(f"#{f['index']:<3} {f['pc']:#018x} {where}{module}{method}{inlined}")
-            if f.get("file"):
-                column = f":{f['column']}" if f.get("column") else ""
-                lines.append(f"     {f['file']}:{f.get('line') or '?'}{column}")
+        lines += _frames(t)
         lines.append(f"     stop: {t['stop_reason']}")
     for e in report["errors"]:
         lines.append(f"error: {e}")
     return "\n".join(lines) + "\n"
+
+
+def _frames(thread: dict) -> list[str]:
+    frames = thread["frames"]
+    gap = next((i for i, f in enumerate(frames) if f.get("elided_before")), len(frames))
+    keys = [_name(f) for f in frames]
+    lines, shift, i = [], 0, 0
+    while i < len(frames):
+        if i == gap:
+            shift = frames[i]["elided_before"]
+            lines.append(_gap_line(i, shift, thread.get("elided") or {}))
+        limit = gap if i < gap else len(frames)
+        period, repeats = _cycle_at(keys, i, limit)
+        if repeats:
+            end = i + period * repeats
+            lines.append(f"#{i + shift}-#{end - 1 + shift} {' > '.join(keys[i:i + period])} "
+                         f"(x{repeats})")
+            i = end
+            continue
+        lines += _frame_lines(frames[i], i + shift)
+        i += 1
+    return lines
+
+
+def _cycle_at(keys: list[str], i: int, limit: int) -> tuple[int, int]:
+    """(period, repeats) of the cycle covering most frames from i, repeated
+    MIN_REPEATS times or more before `limit`, else (0, 0)."""
+    best = (0, 0)
+    for period in range(1, MAX_CYCLE + 1):
+        cycle = keys[i:i + period]
+        if i + period * MIN_REPEATS > limit:
+            break
+        repeats = 1
+        while i + (repeats + 1) * period <= limit and \
+                keys[i + repeats * period:i + (repeats + 1) * period] == cycle:
+            repeats += 1
+        if repeats >= MIN_REPEATS and period * repeats > best[0] * best[1]:
+            best = (period, repeats)
+    return best
+
+
+def _gap_line(at: int, count: int, elided: dict) -> str:
+    where = f"#{at}-#{at + count - 1} {count} frames left out"
+    cycle = elided.get("cycle") or []
+    if not cycle:
+        return where
+    names = " > ".join(c.get("function") or f"{c['pc']:#x}" for c in cycle)
+    repeats = elided.get("repeats", 0)
+    rest = count - repeats * len(cycle)
+    return f"{where}: {names} (x{repeats})" + (f" and {rest} other frames" if rest else "")
+
+
+def _name(f: dict) -> str:
+    return f["function"] or f"{f['pc']:#x}"
+
+
+def _frame_lines(f: dict, depth: int) -> list[str]:
+    where = f["function"] or "??"
+    if f["function"] and f["offset"]:
+        where += f"+{f['offset']:#x}"
+    module = f" ({f['module']})" if f["module"] else ""
+    method = "" if f["method"] in ("context", "cfi") else f" [{f['method']}]"
+    inlined = " [inlined]" if f.get("inlined") else ""
+    lines = [f"#{depth:<3} {f['pc']:#018x} {where}{module}{method}{inlined}"]
+    if f.get("file"):
+        column = f":{f['column']}" if f.get("column") else ""
+        lines.append(f"     {f['file']}:{f.get('line') or '?'}{column}")
+    return lines

@@ -2,18 +2,20 @@
 with how it was found (DESIGN.md, "How the engine is written")."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from . import cfi, fallback
 from .cfi import CfiError
 from .elf import PT_LOAD
+from .keep import Elided, Kept
 from .modules import Module, ModuleMap
 from .regs import RIP, RSP
 from .space import AddressSpace, Mapping, MapIndex, MemoryFault, read_u64
 
-DEFAULT_MAX_FRAMES = 1024
 MIN_PC = 4096
+TIME_BUDGET = 20.0      # seconds of walking per thread
 
 
 @dataclass
@@ -44,9 +46,11 @@ class Frame:
 
 @dataclass
 class Trace:
-    frames: list[Frame]
+    frames: list[Frame]             # innermost first; see `elided` for a gap
     stop_reason: str
     errors: list[str] = field(default_factory=list)
+    elided: Elided | None = None    # frames left out before frames[gap]
+    gap: int | None = None
 
 
 class Stop(Exception):
@@ -146,24 +150,45 @@ STRATEGIES: list[Strategy] = [by_cfi, fallback.by_dummy_fde, fallback.by_frame_p
 
 
 def unwind(space: AddressSpace, modules: ModuleMap, regs: dict[int, int],
-           max_frames: int = DEFAULT_MAX_FRAMES, dynamic=None) -> Trace:
+           max_frames: int | None = None, dynamic=None,
+           time_budget: float = TIME_BUDGET) -> Trace:
+    """Walk until the stack ends. Without `max_frames` the walk is bounded by
+    the stacks themselves (one frame per 8 bytes of each mapping its sp
+    enters) and by `time_budget`; a deep stack keeps the frames keep.Kept
+    keeps."""
     if RIP not in regs or RSP not in regs:
         return Trace([], "registers unknown")
     ctx = Context(space, modules, dynamic)
     frame = Frame(0, regs[RIP], dict(regs), "context")
-    frames: list[Frame] = []
+    kept, room, seen = Kept(), 1, set()     # frame 0 always tries a step
+    deadline = time.monotonic() + time_budget
     while True:
         frame.module = ctx.module_at(frame.pc)
-        frames.append(frame)
-        if len(frames) >= max_frames:
-            return Trace(frames, f"frame limit reached ({max_frames})")
-        try:
-            caller = _step(frame, ctx)
-        except Stop as stop:
-            return Trace(frames, str(stop))
-        if isinstance(caller, str):
-            return Trace(frames, caller)
-        frame = caller
+        kept.append(frame)
+        stack = ctx.mapping(frame.sp)
+        if stack is not None and stack.start not in seen:
+            seen.add(stack.start)
+            room += (stack.end - stack.start) // 8
+        reason = None
+        if max_frames is not None and kept.count >= max_frames:
+            reason = f"frame limit reached ({max_frames})"
+        elif max_frames is None and kept.count > room:
+            reason = f"more frames than the stack holds ({kept.count})"
+        elif kept.count % 256 == 0 and time.monotonic() > deadline:
+            reason = f"time budget of {time_budget:g} s reached ({kept.count} frames)"
+        if reason is None:
+            try:
+                caller = _step(frame, ctx)
+                if isinstance(caller, str):
+                    reason = caller
+                else:
+                    frame = caller
+            except Stop as stop:
+                reason = str(stop)
+        if reason is not None:
+            frames, elided = kept.result()
+            return Trace(frames, reason, elided=elided,
+                         gap=len(kept.inner) if elided else None)
 
 
 def _step(frame: Frame, ctx: Context) -> Frame | str:
@@ -192,11 +217,13 @@ def _step(frame: Frame, ctx: Context) -> Frame | str:
 
 
 def _refuse(frame: Frame, caller: Frame, ctx: Context) -> str | None:
-    if caller.pc < MIN_PC:
-        return f"return address {caller.pc:#x} is not code"
-    # the pc a signal interrupted may be anywhere (a jump to garbage); a return address may not
-    if not caller.after_signal and not ctx.is_code(caller.pc):
-        return f"return address {caller.pc:#x} is outside every executable mapping"
+    # the pc a signal interrupted is the faulting instruction, wherever it is
+    # (a call through NULL); the dummy FDE steps out of it as out of frame 0
+    if not caller.after_signal:
+        if caller.pc < MIN_PC:
+            return f"return address {caller.pc:#x} is not code"
+        if not ctx.is_code(caller.pc):
+            return f"return address {caller.pc:#x} is outside every executable mapping"
     if RSP not in caller.regs:
         return "caller's stack pointer unknown"
     # A signal frame may resume on another stack (sigaltstack); elsewhere the
