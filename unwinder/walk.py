@@ -137,7 +137,7 @@ def by_cfi(frame: Frame, ctx: Context) -> Frame | None:
     frame.cfa = ctx.cfi_cfa = cfa
     if RIP not in caller:
         raise Stop("outermost frame (CFI marks the return address undefined)")
-    if caller[RIP] == 0:
+    if caller[RIP] == 0 and not row.signal_frame:   # a signal may interrupt a NULL call
         raise Stop("outermost frame (return address 0)")
     # images of code registered at run time may say their rows are no DWARF
     method = getattr(module.image, "method", "cfi")
