@@ -92,7 +92,8 @@ def elided_dict(elided) -> dict:
     repeat (its frames named as frame_dict names them)."""
     keys = ("pc", "module", "build_id", "rel_pc", "function", "offset")
     cycle = [{k: d[k] for k in keys} for d in map(frame_dict, elided.cycle)]
-    return {"frames": elided.count, "cycle": cycle, "repeats": elided.repeats}
+    return {"frames": elided.count, "cycle": cycle, "repeats": elided.repeats,
+            "cycle_frames": elided.run}
 
 
 def module_dict(module: Module) -> dict:

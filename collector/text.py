@@ -68,9 +68,9 @@ def _gap_line(at: int, count: int, elided: dict) -> str:
     if not cycle:
         return where
     names = " > ".join(c.get("function") or f"{c['pc']:#x}" for c in cycle)
-    repeats = elided.get("repeats", 0)
-    rest = count - repeats * len(cycle)
-    return f"{where}: {names} (x{repeats})" + (f" and {rest} other frames" if rest else "")
+    rest = count - elided.get("cycle_frames", count)
+    return f"{where}: {names} (x{elided.get('repeats')})" + \
+        (f" and {rest} other frames" if rest else "")
 
 
 def _name(f: dict) -> str:
