@@ -68,6 +68,7 @@ class Context:
         self.maps = MapIndex(space.maps())
         self.scan_budget = fallback.SCAN_BUDGET
         self.cfi_cfa: int | None = None     # the CFA CFI found for this frame, even if refused
+        self.fp_cfa: int | None = None      # rbp + 16, where rbp looked like a frame's head
         self.notes: list[str] = []          # why strategies gave up on this frame
 
     def read_u64(self, addr: int) -> int:
@@ -146,7 +147,7 @@ def by_cfi(frame: Frame, ctx: Context) -> Frame | None:
 
 Strategy = Callable[[Frame, Context], "Frame | None"]
 STRATEGIES: list[Strategy] = [by_cfi, fallback.by_dummy_fde, fallback.by_frame_pointer,
-                              fallback.by_scan]
+                              fallback.by_call_site, fallback.by_scan]
 
 
 def unwind(space: AddressSpace, modules: ModuleMap, regs: dict[int, int],
@@ -195,7 +196,7 @@ def _step(frame: Frame, ctx: Context) -> Frame | str:
     """The first caller a strategy finds that passes the progress checks, or
     why there is none. A refused caller (say CFI read a smashed return
     address) lets the next strategy try."""
-    ctx.cfi_cfa = None
+    ctx.cfi_cfa = ctx.fp_cfa = None
     ctx.notes = []
     for strategy in STRATEGIES:
         caller = strategy(frame, ctx)
@@ -233,4 +234,6 @@ def _refuse(frame: Frame, caller: Frame, ctx: Context) -> str | None:
             return "signal frame returns to itself"
     elif caller.sp <= frame.sp:
         return f"stack pointer did not grow ({frame.sp:#x} -> {caller.sp:#x})"
+    if caller.method in fallback.GUESSES:
+        return fallback.refuse_guess(frame, caller, ctx)
     return None

@@ -37,18 +37,21 @@ def test_a_stack_overflow_is_reported_whole_in_bounded_size(builder):
     main = ns.index("main")
     depth = main + elided["frames"]             # ping/pong frames, the kept and the left out
     assert depth >= 200_000, fmt_thread(thread)[:3000]
-    # frame 0 is the faulting ping or pong; all down to main alternate
-    pingpong = ns[:main]
-    assert set(pingpong) == {"ping", "pong"}, fmt_thread(thread)[:3000]
-    assert all(a != b for a, b in zip(pingpong, pingpong[1:])), fmt_thread(thread)[:3000]
+    # frame 0 is the faulting ping or pong; all down to main alternate, the
+    # frames left out included
+    assert set(ns[:main]) == {"ping", "pong"}, fmt_thread(thread)[:3000]
+    for part in (ns[:gap], ns[gap:main]):
+        assert all(a != b for a, b in zip(part, part[1:])), fmt_thread(thread)[:3000]
+    assert (ns[gap - 1] == ns[gap]) == (elided["frames"] % 2 == 1), elided["frames"]
     assert sorted(c["function"] for c in elided["cycle"]) == ["ping", "pong"], elided
     assert elided["cycle"][0]["function"] != ns[gap - 1], elided
     assert elided["cycle_frames"] == elided["frames"] and \
         elided["repeats"] == elided["frames"] // 2, elided
-    # the depth the stack itself says: equal frames from frame 0's sp to main's
-    size = frames[1]["sp"] - frames[0]["sp"]
-    assert all(b["sp"] - a["sp"] == size for a, b in zip(frames[:gap - 1], frames[1:gap]))
-    assert frames[main]["sp"] - frames[0]["sp"] == size * depth, (size, depth)
+    # the depth the stack itself says: equal frames from frame 1's sp to
+    # main's (frame 0 faulted somewhere in its prologue)
+    size = frames[2]["sp"] - frames[1]["sp"]
+    assert all(b["sp"] - a["sp"] == size for a, b in zip(frames[1:gap - 1], frames[2:gap]))
+    assert frames[main]["sp"] - frames[1]["sp"] == size * (depth - 1), (size, depth)
     assert report["timings"]["unwind_ms"] < 60_000
     rendered = text.render(report)
     assert len(rendered.splitlines()) < 40, rendered[:3000]
