@@ -161,22 +161,11 @@ def unwind(space: AddressSpace, modules: ModuleMap, regs: dict[int, int],
         return Trace([], "registers unknown")
     ctx = Context(space, modules, dynamic)
     frame = Frame(0, regs[RIP], dict(regs), "context")
-    kept, room, seen = Kept(), 1, set()     # frame 0 always tries a step
-    deadline = time.monotonic() + time_budget
+    kept, bounds = Kept(), Bounds(ctx, max_frames, time_budget)
     while True:
         frame.module = ctx.module_at(frame.pc)
         kept.append(frame)
-        stack = ctx.mapping(frame.sp)
-        if stack is not None and stack.start not in seen:
-            seen.add(stack.start)
-            room += (stack.end - stack.start) // 8
-        reason = None
-        if max_frames is not None and kept.count >= max_frames:
-            reason = f"frame limit reached ({max_frames})"
-        elif max_frames is None and kept.count > room:
-            reason = f"more frames than the stack holds ({kept.count})"
-        elif kept.count % 256 == 0 and time.monotonic() > deadline:
-            reason = f"time budget of {time_budget:g} s reached ({kept.count} frames)"
+        reason = bounds.check(frame, kept.count)
         if reason is None:
             try:
                 caller = _step(frame, ctx)
@@ -190,6 +179,32 @@ def unwind(space: AddressSpace, modules: ModuleMap, regs: dict[int, int],
             frames, elided = kept.result()
             return Trace(frames, reason, elided=elided,
                          gap=len(kept.inner) if elided else None)
+
+
+class Bounds:
+    """Where a walk stops short of the stack's end: at `max_frames`, else
+    past one frame per 8 bytes of the stack mappings its sp entered (a frame
+    takes at least its return address), or at the end of its time."""
+
+    def __init__(self, ctx: Context, max_frames: int | None, time_budget: float):
+        self.ctx, self.max_frames, self.time_budget = ctx, max_frames, time_budget
+        self.deadline = time.monotonic() + time_budget
+        self.room = 1           # frame 0 always tries a step
+        self._seen: set[int] = set()
+
+    def check(self, frame: Frame, count: int) -> str | None:
+        stack = self.ctx.mapping(frame.sp)
+        if stack is not None and stack.start not in self._seen:
+            self._seen.add(stack.start)
+            self.room += (stack.end - stack.start) // 8
+        if self.max_frames is not None:
+            if count >= self.max_frames:
+                return f"frame limit reached ({self.max_frames})"
+        elif count > self.room:
+            return f"more frames than its stacks hold ({count})"
+        if count % 256 == 0 and time.monotonic() > self.deadline:
+            return f"time budget of {self.time_budget:g} s reached ({count} frames)"
+        return None
 
 
 def _step(frame: Frame, ctx: Context) -> Frame | str:
