@@ -78,6 +78,8 @@ def thread_dict(info, regs: dict[int, int] | None, trace: Trace | None) -> dict:
         methods: dict[str, int] = {}
         for f in trace.frames:
             methods[f.method] = methods.get(f.method, 0) + 1
+        for method, n in (trace.elided.methods.items() if trace.elided else ()):
+            methods[method] = methods.get(method, 0) + n     # the frames left out too
         out["methods"] = methods
     if trace and trace.elided:
         out["elided"] = elided_dict(trace.elided)

@@ -22,10 +22,12 @@ class Elided:
         self.head: list = []            # the first 2 * MAX_PERIOD frames left out
         self.period: int | None = None
         self.run = 0                    # frames from the first that follow the cycle
+        self.methods: dict[str, int] = {}
         self._broken = False
 
     def add(self, frame) -> None:
         self.count += 1
+        self.methods[frame.method] = self.methods.get(frame.method, 0) + 1
         if len(self.head) < 2 * MAX_PERIOD:
             self.head.append(frame)
             if len(self.head) == 2 * MAX_PERIOD:

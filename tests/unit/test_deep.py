@@ -12,7 +12,7 @@ from unwinder.regs import RBP, RIP, RSP
 def kept(pcs):
     k = keep.Kept()
     for i, pc in enumerate(pcs):
-        k.append(SimpleNamespace(index=i, pc=pc))
+        k.append(SimpleNamespace(index=i, pc=pc, method="cfi"))
     return k.result()
 
 
@@ -74,6 +74,7 @@ def test_a_deep_walk_keeps_4000_frames_and_describes_the_rest():
     assert thread["frames"][2000]["elided_before"] == total - 4000
     assert thread["elided"]["frames"] == total - 4000
     assert thread["elided"]["cycle"][0]["pc"] == ra
+    assert thread["methods"] == {"context": 1, "frame_pointer": total - 1}
     lines = text.render({"process": {"pid": 1}, "threads": [thread], "errors": []}).splitlines()
     assert lines[2:6] == [
         "#0   0x0000000000400800 ??",
