@@ -17,7 +17,7 @@ from .test_run import crashed_thread
 
 import bench.fallbacks as fb  # test_run put the repository on sys.path
 
-STACK_LIMIT = 16 << 20      # ulimit -s for the overflow: 48-byte frames, ~349,000 of them
+STACK_LIMIT = 11 << 20      # ulimit -s for the overflow: 48-byte frames, ~240,000 of them
 
 
 def test_a_stack_overflow_is_reported_whole_in_bounded_size(builder):
