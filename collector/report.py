@@ -69,18 +69,34 @@ def frame_dict(frame) -> dict:
 
 
 def thread_dict(info, regs: dict[int, int] | None, trace: Trace | None) -> dict:
+    frames = [frame_dict(f) for f in trace.frames] if trace else []
+    for position, f in enumerate(frames):
+        f["index"] = position
     out = {"tid": info.tid, "name": info.name, "state": info.state,
-           "registers": by_name(regs or {}),
-           "frames": [frame_dict(f) for f in trace.frames] if trace else [],
+           "registers": by_name(regs or {}), "frames": frames,
            "stop_reason": trace.stop_reason if trace else (info.error or "not stopped")}
     if trace:
         methods: dict[str, int] = {}
         for f in trace.frames:
             methods[f.method] = methods.get(f.method, 0) + 1
+        for method, n in (trace.elided.methods.items() if trace.elided else ()):
+            methods[method] = methods.get(method, 0) + n     # the frames left out too
         out["methods"] = methods
+    if trace and trace.elided:
+        out["elided"] = elided_dict(trace.elided)
+        frames[trace.gap]["elided_before"] = trace.elided.count
     if info.error:
         out["error"] = info.error
     return out
+
+
+def elided_dict(elided) -> dict:
+    """The frames a very deep walk left out: how many, and the cycle they
+    repeat (its frames named as frame_dict names them)."""
+    keys = ("pc", "module", "build_id", "rel_pc", "function", "offset")
+    cycle = [{k: d[k] for k in keys} for d in map(frame_dict, elided.cycle)]
+    return {"frames": elided.count, "cycle": cycle, "repeats": elided.repeats,
+            "cycle_frames": elided.run}
 
 
 def module_dict(module: Module) -> dict:

@@ -1,7 +1,12 @@
-"""The report for a human: one line per frame, like eu-stack and gdb."""
+"""The report for a human: one line per frame, like eu-stack and gdb, and
+one line for a cycle of functions repeated MIN_REPEATS times or more (deep
+recursion): `#5-#1983 recurse (x1979)`. Every string taken from the target
+is escaped: a process cannot forge lines of the output."""
 import datetime
 import re
 
+MAX_CYCLE = 8       # longest cycle of functions collapsed into one line
+MIN_REPEATS = 3
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -46,33 +51,86 @@ def render(report: dict) -> str:
     for t in report["threads"]:
         crashed = " (crashed)" if t.get("crashed") else ""
         lines.append(f"TID {t['tid']} \"{t['name'] or ''}\"{crashed}:")
-        for f in t["frames"]:
-            if f["method"] == "interpreter":
-                lines.append(f"#{f['index']:<3} {_python(f)}")
-                continue
-            where = f["function"] or "??"
-            if f["function"] and f["offset"]:
-                where += f"+{f['offset']:#x}"
-            module = f" ({f['module']})" if f["module"] else ""
-            method = "" if f["method"] in ("context", "cfi") else f" [{f['method']}]"
-            inlined = " [inlined]" if f.get("inlined") else ""
-            lines.append(f"#{f['index']:<3} {f['pc']:#018x} {where}{module}{method}{inlined}")
-            if f.get("file"):
-                column = f":{f['column']}" if f.get("column") else ""
-                lines.append(f"     {f['file']}:{f.get('line') or '?'}{column}")
+        lines += _frames(t)
         lines.append(f"     stop: {t['stop_reason']}")
         if t.get("interpreter_error"):
-            lines.append(f"     python: {t['interpreter_error']}")
+            lines.append(f"     python: {escape(t['interpreter_error'])}")
     for e in report["errors"]:
         lines.append(f"error: {e}")
     return "\n".join(lines) + "\n"
 
 
+def _frames(thread: dict) -> list[str]:
+    frames = thread["frames"]
+    gap = next((i for i, f in enumerate(frames) if f.get("elided_before")), len(frames))
+    keys = [_name(f) for f in frames]
+    lines, shift, i = [], 0, 0
+    while i < len(frames):
+        if i == gap:
+            shift = frames[i]["elided_before"]
+            lines.append(_gap_line(i, shift, thread.get("elided") or {}))
+        limit = gap if i < gap else len(frames)
+        period, repeats = _cycle_at(keys, i, limit)
+        if repeats:
+            end = i + period * repeats
+            lines.append(f"#{i + shift}-#{end - 1 + shift} {' > '.join(keys[i:i + period])} "
+                         f"(x{repeats})")
+            i = end
+            continue
+        lines += _frame_lines(frames[i], i + shift)
+        i += 1
+    return lines
+
+
+def _cycle_at(keys: list[str], i: int, limit: int) -> tuple[int, int]:
+    """(period, repeats) of the cycle covering most frames from i, repeated
+    MIN_REPEATS times or more before `limit`, else (0, 0)."""
+    best = (0, 0)
+    for period in range(1, MAX_CYCLE + 1):
+        cycle = keys[i:i + period]
+        if i + period * MIN_REPEATS > limit:
+            break
+        repeats = 1
+        while i + (repeats + 1) * period <= limit and \
+                keys[i + repeats * period:i + (repeats + 1) * period] == cycle:
+            repeats += 1
+        if repeats >= MIN_REPEATS and period * repeats > best[0] * best[1]:
+            best = (period, repeats)
+    return best
+
+
+def _gap_line(at: int, count: int, elided: dict) -> str:
+    where = f"#{at}-#{at + count - 1} {count} frames left out"
+    cycle = elided.get("cycle") or []
+    if not cycle:
+        return where
+    names = " > ".join(c.get("function") or f"{c['pc']:#x}" for c in cycle)
+    rest = count - elided.get("cycle_frames", count)
+    return f"{where}: {names} (x{elided.get('repeats')})" + \
+        (f" and {rest} other frames" if rest else "")
+
+
+def _name(f: dict) -> str:
+    return f["function"] or f"{f['pc']:#x}"
+
+
+def _frame_lines(f: dict, depth: int) -> list[str]:
+    if f["method"] == "interpreter":
+        return [f"#{depth:<3} {_python(f)}"]
+    where = f["function"] or "??"
+    if f["function"] and f["offset"]:
+        where += f"+{f['offset']:#x}"
+    module = f" ({f['module']})" if f["module"] else ""
+    method = "" if f["method"] in ("context", "cfi") else f" [{f['method']}]"
+    inlined = " [inlined]" if f.get("inlined") else ""
+    lines = [f"#{depth:<3} {f['pc']:#018x} {where}{module}{method}{inlined}"]
+    if f.get("file"):
+        column = f":{f['column']}" if f.get("column") else ""
+        lines.append(f"     {f['file']}:{f.get('line') or '?'}{column}")
+    return lines
+
+
 def _python(f: dict) -> str:
-    """As Python's own traceback says it; the target's strings made printable."""
-    file, function = (_printable(f.get(k) or "?") for k in ("file", "function"))
+    """As Python's own traceback says it."""
+    file, function = (escape(f.get(k) or "?") for k in ("file", "function"))
     return f'File "{file}", line {f.get("line") or "?"}, in {function}'
-
-
-def _printable(s: str) -> str:
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)

@@ -2,18 +2,20 @@
 with how it was found (DESIGN.md, "How the engine is written")."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from . import cfi, fallback
 from .cfi import CfiError
 from .elf import PT_LOAD
+from .keep import Elided, Kept
 from .modules import Module, ModuleMap
 from .regs import RIP, RSP
 from .space import AddressSpace, Mapping, MapIndex, MemoryFault, read_u64
 
-DEFAULT_MAX_FRAMES = 1024
 MIN_PC = 4096
+TIME_BUDGET = 20.0      # seconds of walking per thread
 
 
 @dataclass
@@ -60,9 +62,11 @@ def symbol_pc(pc: int, index: int, after_signal: bool, signal_frame: bool) -> in
 
 @dataclass
 class Trace:
-    frames: list[Frame]
+    frames: list[Frame]             # innermost first; see `elided` for a gap
     stop_reason: str
     errors: list[str] = field(default_factory=list)
+    elided: Elided | None = None    # frames left out before frames[gap]
+    gap: int | None = None
 
 
 class Stop(Exception):
@@ -80,6 +84,7 @@ class Context:
         self.maps = MapIndex(space.maps())
         self.scan_budget = fallback.SCAN_BUDGET
         self.cfi_cfa: int | None = None     # the CFA CFI found for this frame, even if refused
+        self.fp_cfa: int | None = None      # rbp + 16, where rbp looked like a frame's head
         self.notes: list[str] = []          # why strategies gave up on this frame
 
     def read_u64(self, addr: int) -> int:
@@ -149,7 +154,7 @@ def by_cfi(frame: Frame, ctx: Context) -> Frame | None:
     frame.cfa = ctx.cfi_cfa = cfa
     if RIP not in caller:
         raise Stop("outermost frame (CFI marks the return address undefined)")
-    if caller[RIP] == 0:
+    if caller[RIP] == 0 and not row.signal_frame:   # a signal may interrupt a NULL call
         raise Stop("outermost frame (return address 0)")
     # images of code registered at run time may say their rows are no DWARF
     method = getattr(module.image, "method", "cfi")
@@ -158,35 +163,71 @@ def by_cfi(frame: Frame, ctx: Context) -> Frame | None:
 
 Strategy = Callable[[Frame, Context], "Frame | None"]
 STRATEGIES: list[Strategy] = [by_cfi, fallback.by_dummy_fde, fallback.by_frame_pointer,
-                              fallback.by_scan]
+                              fallback.by_call_site, fallback.by_scan]
 
 
 def unwind(space: AddressSpace, modules: ModuleMap, regs: dict[int, int],
-           max_frames: int = DEFAULT_MAX_FRAMES, dynamic=None) -> Trace:
+           max_frames: int | None = None, dynamic=None,
+           time_budget: float = TIME_BUDGET) -> Trace:
+    """Walk until the stack ends. Without `max_frames` the walk is bounded by
+    the stacks themselves (one frame per 8 bytes of each mapping its sp
+    enters) and by `time_budget`; a deep stack keeps the frames keep.Kept
+    keeps."""
     if RIP not in regs or RSP not in regs:
         return Trace([], "registers unknown")
     ctx = Context(space, modules, dynamic)
     frame = Frame(0, regs[RIP], dict(regs), "context")
-    frames: list[Frame] = []
+    kept, bounds = Kept(), Bounds(ctx, max_frames, time_budget)
     while True:
         frame.module = ctx.module_at(frame.pc)
-        frames.append(frame)
-        if len(frames) >= max_frames:
-            return Trace(frames, f"frame limit reached ({max_frames})")
-        try:
-            caller = _step(frame, ctx)
-        except Stop as stop:
-            return Trace(frames, str(stop))
-        if isinstance(caller, str):
-            return Trace(frames, caller)
-        frame = caller
+        kept.append(frame)
+        reason = bounds.check(frame, kept.count)
+        if reason is None:
+            try:
+                caller = _step(frame, ctx)
+                if isinstance(caller, str):
+                    reason = caller
+                else:
+                    frame = caller
+            except Stop as stop:
+                reason = str(stop)
+        if reason is not None:
+            frames, elided = kept.result()
+            return Trace(frames, reason, elided=elided,
+                         gap=len(kept.inner) if elided else None)
+
+
+class Bounds:
+    """Where a walk stops short of the stack's end: at `max_frames`, else
+    past one frame per 8 bytes of the stack mappings its sp entered (a frame
+    takes at least its return address), or at the end of its time."""
+
+    def __init__(self, ctx: Context, max_frames: int | None, time_budget: float):
+        self.ctx, self.max_frames, self.time_budget = ctx, max_frames, time_budget
+        self.deadline = time.monotonic() + time_budget
+        self.room = 1           # frame 0 always tries a step
+        self._seen: set[int] = set()
+
+    def check(self, frame: Frame, count: int) -> str | None:
+        stack = self.ctx.mapping(frame.sp)
+        if stack is not None and stack.start not in self._seen:
+            self._seen.add(stack.start)
+            self.room += (stack.end - stack.start) // 8
+        if self.max_frames is not None:
+            if count >= self.max_frames:
+                return f"frame limit reached ({self.max_frames})"
+        elif count > self.room:
+            return f"more frames than its stacks hold ({count})"
+        if count % 256 == 0 and time.monotonic() > self.deadline:
+            return f"time budget of {self.time_budget:g} s reached ({count} frames)"
+        return None
 
 
 def _step(frame: Frame, ctx: Context) -> Frame | str:
     """The first caller a strategy finds that passes the progress checks, or
     why there is none. A refused caller (say CFI read a smashed return
     address) lets the next strategy try."""
-    ctx.cfi_cfa = None
+    ctx.cfi_cfa = ctx.fp_cfa = None
     ctx.notes = []
     for strategy in STRATEGIES:
         caller = strategy(frame, ctx)
@@ -208,11 +249,13 @@ def _step(frame: Frame, ctx: Context) -> Frame | str:
 
 
 def _refuse(frame: Frame, caller: Frame, ctx: Context) -> str | None:
-    if caller.pc < MIN_PC:
-        return f"return address {caller.pc:#x} is not code"
-    # the pc a signal interrupted may be anywhere (a jump to garbage); a return address may not
-    if not caller.after_signal and not ctx.is_code(caller.pc):
-        return f"return address {caller.pc:#x} is outside every executable mapping"
+    # the pc a signal interrupted is the faulting instruction, wherever it is
+    # (a call through NULL); the dummy FDE steps out of it as out of frame 0
+    if not caller.after_signal:
+        if caller.pc < MIN_PC:
+            return f"return address {caller.pc:#x} is not code"
+        if not ctx.is_code(caller.pc):
+            return f"return address {caller.pc:#x} is outside every executable mapping"
     if RSP not in caller.regs:
         return "caller's stack pointer unknown"
     # A signal frame may resume on another stack (sigaltstack); elsewhere the
@@ -222,4 +265,6 @@ def _refuse(frame: Frame, caller: Frame, ctx: Context) -> str | None:
             return "signal frame returns to itself"
     elif caller.sp <= frame.sp:
         return f"stack pointer did not grow ({frame.sp:#x} -> {caller.sp:#x})"
+    if caller.method in fallback.GUESSES:
+        return fallback.refuse_guess(frame, caller, ctx)
     return None

@@ -44,8 +44,8 @@ def add_budget_option(p) -> None:
 
 def add_unwind_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("json", "text"), default="json")
-    p.add_argument("--max-frames", type=positive, default=1024, metavar="N",
-                   help="frames per thread at most (default 1024)")
+    p.add_argument("--max-frames", type=positive, default=None, metavar="N",
+                   help="frames per thread at most (default: to the end of the stack)")
     add_budget_option(p)
 
 

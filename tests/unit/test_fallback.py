@@ -1,22 +1,15 @@
 """The fallback strategies over synthetic stacks: dummy FDE, frame-pointer
 chain and stack scan, one test per case, and Hypothesis garbage that must
 end every walk with a reason, never raise, and stay inside its budgets."""
-import struct
-
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from test_walk import binary, walk as walk_elf  # noqa: F401 (binary: a fixture)
+from stacks import (CODE, DATA, STACK_SIZE, STACK_TOP, Code, Stack, binary,  # noqa: F401
+                    elf_walk, space, walk)
 from unwinder import fallback
 from unwinder.modules import ModuleMap
 from unwinder.regs import RBP, RBX, RIP, RSP
-from unwinder.space import FakeSpace, Mapping
 from unwinder.walk import unwind
-
-CODE = 0x40_0000          # an anonymous executable page: code without any FDE
-DATA = 0x60_0000          # readable, not executable
-STACK_TOP = 0x7FFF_0000_0000
-STACK_SIZE = 0x10000
 
 # call forms the scan must recognise, each followed by the return address
 CALLS = {
@@ -38,49 +31,6 @@ NOT_CALLS = {
     "nops": bytes.fromhex("90 90 90 90 90 90 90"),
     "E8 too early": bytes.fromhex("e8 00 00 00 00 90"),
 }
-
-
-class Stack:
-    """A synthetic stack growing down from STACK_TOP: push words, keep labels."""
-
-    def __init__(self):
-        self.sp = STACK_TOP
-        self.words: dict[int, int] = {}
-
-    def push(self, value: int) -> int:
-        self.sp -= 8
-        self.words[self.sp] = value & (2**64 - 1)
-        return self.sp
-
-
-class Code:
-    """Instructions laid out in the CODE page; `call(form)` returns the
-    address just after the call, i.e. a return address."""
-
-    def __init__(self):
-        self.data = bytearray(b"\xcc" * 0x1000)
-        self.pos = 0x10
-
-    def call(self, form: bytes = CALLS["E8 rel32"]) -> int:
-        self.data[self.pos:self.pos + len(form)] = form
-        self.pos += len(form) + 16
-        return CODE + self.pos - 16
-
-
-def space(stack: Stack, code: Code, extra_maps=(), blocks=None) -> FakeSpace:
-    mem = bytearray(STACK_SIZE)
-    for addr, value in stack.words.items():
-        off = addr - (STACK_TOP - STACK_SIZE)
-        mem[off:off + 8] = struct.pack("<Q", value)
-    maps = [Mapping(CODE, CODE + 0x1000, "rwxp"), Mapping(DATA, DATA + 0x1000, "rw-p"),
-            Mapping(STACK_TOP - STACK_SIZE, STACK_TOP, "rw-p", path="[stack]"), *extra_maps]
-    return FakeSpace({STACK_TOP - STACK_SIZE: bytes(mem), CODE: bytes(code.data),
-                      DATA: bytes(0x1000), **(blocks or {})}, maps)
-
-
-def walk(stack, code, regs, **kw):
-    s = space(stack, code)
-    return unwind(s, ModuleMap(s), regs, **kw)
 
 
 def methods(trace):
@@ -236,10 +186,6 @@ def test_scan_budget_is_bounded_per_thread():
 
 # ------------------------------------------ CFI first, fallbacks when refused
 
-def elf_walk(binary, stack: Stack, regs):
-    return walk_elf(binary, stack.words, regs)
-
-
 def test_smashed_return_address_falls_back_to_the_scan_above_the_cfa(binary):
     _, _, sym = binary
     ra = sym["caller"] + 5
@@ -307,3 +253,79 @@ def test_garbage_never_raises_and_stays_bounded(rip, rsp, rbp, code_bytes, words
     assert sps == sorted(sps) and len(set(sps)) == len(sps)   # no loops: the stack only grows
     # the scans read at most their budget (plus 7 code bytes per candidate checked)
     assert sum(n for n in reads if n > 8 and n != 7) <= fallback.SCAN_BUDGET + fallback.SCAN_WINDOW
+
+
+# ------------------------------------------ guessed frames checked against the code
+
+def leaf_frame_stack(*above):
+    """Frame 0 in leaf (no CFI) with a local at [rsp] (so no dummy FDE) and
+    `above` the words over it."""
+    stack = Stack()
+    for word in reversed(above):
+        stack.push(word)
+    stack.push(0x1234)
+    return stack
+
+
+@pytest.mark.parametrize("via", ["calls_leaf", "calls_thunk", "calls_stub"])
+def test_scan_takes_a_call_that_leads_to_the_callee(binary, via):
+    _, _, sym = binary
+    stack = leaf_frame_stack(sym[via] + 5)
+    trace = elf_walk(binary, stack, {RIP: sym["leaf"] + 1, RSP: stack.sp})
+    assert methods(trace)[:2] == ["context", "scan"], trace.stop_reason
+    assert trace.frames[1].pc == sym[via] + 5
+
+
+def test_scan_skips_a_stale_return_address_whose_call_goes_elsewhere(binary):
+    _, _, sym = binary
+    # calls_other calls calls_leaf, not leaf: left over from an earlier call
+    stack = leaf_frame_stack(sym["calls_other"] + 5, sym["calls_leaf"] + 5)
+    trace = elf_walk(binary, stack, {RIP: sym["leaf"] + 1, RSP: stack.sp})
+    assert methods(trace)[:2] == ["context", "scan"], trace.stop_reason
+    assert (trace.frames[1].pc, trace.frames[1].sp) == (sym["calls_leaf"] + 5, stack.sp + 24)
+
+
+@pytest.mark.parametrize("ra, taken", [("calls_leaf", True), ("calls_other", False)])
+def test_frame_pointer_whose_saved_rbp_is_no_frame_pointer(binary, ra, taken):
+    _, _, sym = binary
+    # [rbp] = 0x1234: a caller that keeps no frame pointer; [rbp+8] the return address
+    stack = leaf_frame_stack(0x5555, 0x1234, sym[ra] + 5, 0x6666, sym["calls_leaf"] + 5)
+    rbp = stack.sp + 16
+    trace = elf_walk(binary, stack, {RIP: sym["leaf"] + 1, RSP: stack.sp, RBP: rbp})
+    caller = trace.frames[1]
+    if taken:
+        assert caller.method == "frame_pointer", trace.stop_reason
+        assert (caller.pc, caller.sp, caller.regs[RBP]) == (sym["calls_leaf"] + 5, rbp + 16,
+                                                           0x1234)
+    else:       # refused: the scan goes on past it to the true return address
+        assert caller.method == "scan" and caller.pc == sym["calls_leaf"] + 5
+        assert caller.sp == rbp + 32
+
+
+@pytest.mark.parametrize("grand_ra_is_code", [True, False])
+def test_a_guessed_caller_with_cfi_must_step(binary, grand_ra_is_code):
+    _, _, sym = binary
+    # cfi_caller's CFA is its sp + 16: the return address 16 bytes over the slot
+    x = sym["grand"] + 5 if grand_ra_is_code else 0x1234
+    stack = leaf_frame_stack(sym["cfi_caller"] + 9, 0x5555, x, sym["calls_leaf"] + 5)
+    trace = elf_walk(binary, stack, {RIP: sym["leaf"] + 1, RSP: stack.sp})
+    if grand_ra_is_code:
+        assert [f.pc for f in trace.frames[1:3]] == [sym["cfi_caller"] + 9, x]
+        assert methods(trace)[1:3] == ["scan", "cfi"]
+    else:
+        assert trace.frames[1].pc == sym["calls_leaf"] + 5, trace.stop_reason
+
+
+def test_a_caller_whose_return_address_was_overwritten_is_rebuilt(binary):
+    _, _, sym = binary
+    stack = Stack()
+    stack.push(0)
+    stack.push(sym["grand"] + 5)            # calls_callee's return address, intact
+    stack.push(0x4141414141414141)          # callee's return address, smashed
+    fp = stack.push(0x4242424242424242)     # and its saved rbp
+    stack.push(0x2222)
+    trace = elf_walk(binary, stack, {RIP: sym["callee"] + 9, RSP: stack.sp, RBP: fp})
+    assert [f.pc for f in trace.frames[:3]] == [sym["callee"] + 9, sym["calls_callee"] + 5,
+                                                sym["grand"] + 5], trace.stop_reason
+    assert methods(trace)[:3] == ["context", "scan", "cfi"]
+    assert trace.frames[1].sp == fp + 16 and RBP not in trace.frames[1].regs

@@ -1,63 +1,13 @@
 """The walk loop over a synthetic stack (FakeSpace) and a real ELF built
 from walk_asm.s: one test per instruction boundary of a prologue and an
 epilogue, and garbage that must end the walk with a reason, never raise."""
-import os
-import shutil
-import struct
-import subprocess
-
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from unwinder.elf import PT_LOAD, ElfFile
-from unwinder.modules import ModuleMap
+from stacks import STACK_TOP, binary, elf_walk as walk  # noqa: F401 (binary: a fixture)
 from unwinder.regs import RBP, RBX, RIP, RSP
-from unwinder.space import FakeSpace, Mapping
-from unwinder.walk import unwind
 
-HERE = os.path.dirname(__file__)
-STACK_TOP = 0x7FFF_0000_0000
-STACK_SIZE = 0x1000
-
-
-@pytest.fixture(scope="module")
-def binary(tmp_path_factory):
-    if not shutil.which("gcc"):
-        pytest.skip("gcc is needed to build the test binary")
-    out = tmp_path_factory.mktemp("walk") / "walk_asm"
-    subprocess.run(["gcc", "-nostdlib", "-static", "-no-pie", "-Wl,--eh-frame-hdr",
-                    "-Wl,-e,caller", os.path.join(HERE, "walk_asm.s"), "-o", str(out)],
-                   check=True)
-    elf = ElfFile(out.read_bytes())
-    symbols = {}
-    rows, names = elf.function_table(".symtab")
-    for addr, _, _, _, name_off, _ in rows:
-        symbols[names[name_off:names.index(b"\0", name_off)].decode()] = addr
-    return str(out), elf, symbols
-
-
-def space_for(binary, stack_words: dict[int, int], regs: dict[int, int]) -> FakeSpace:
-    path, elf, _ = binary
-    st_ = os.stat(path)
-    maps = []
-    for seg in elf.segments:
-        if seg.type == PT_LOAD:
-            perms = ("r" if seg.flags & 4 else "-") + ("w" if seg.flags & 2 else "-") + \
-                    ("x" if seg.flags & 1 else "-") + "p"
-            start = seg.vaddr & ~0xFFF
-            maps.append(Mapping(start, (seg.vaddr + seg.memsz + 0xFFF) & ~0xFFF, perms,
-                                seg.offset & ~0xFFF, "08:01", st_.st_ino, path))
-    maps.append(Mapping(STACK_TOP - STACK_SIZE, STACK_TOP, "rw-p", path="[stack]"))
-    stack = bytearray(STACK_SIZE)
-    for addr, value in stack_words.items():
-        off = addr - (STACK_TOP - STACK_SIZE)
-        stack[off:off + 8] = struct.pack("<Q", value & (2**64 - 1))
-    return FakeSpace({STACK_TOP - STACK_SIZE: bytes(stack)}, maps, {1: regs})
-
-
-def walk(binary, stack_words, regs, **kw):
-    space = space_for(binary, stack_words, regs)
-    return unwind(space, ModuleMap(space), regs, **kw)
+STACK_SIZE = 0x1000         # where the garbage test puts its words
 
 
 # (offset in callee, words pushed by then above the return address, rbp == rsp + n?)
@@ -151,3 +101,17 @@ def test_garbage_never_raises(binary, rip_offset, rsp, rbp, words):
     trace = walk(binary, stack, {RIP: sym["caller"] + rip_offset, RSP: rsp, RBP: rbp})
     assert trace.stop_reason
     assert 1 <= len(trace.frames) <= 1024
+
+
+@pytest.mark.parametrize("pointer", [0x10, 0])
+def test_after_a_signal_frame_the_faulting_pc_may_be_anywhere(binary, pointer):
+    # sigtramp's CFI (a signal frame) restores rip from [rsp] and rsp from
+    # [rsp+8]: the interrupted thread had called through `pointer`
+    _, _, sym = binary
+    sp, interrupted = STACK_TOP - 0x800, STACK_TOP - 0x100
+    words = {sp: pointer, sp + 8: interrupted, interrupted: sym["calls_leaf"] + 5}
+    trace = walk(binary, words, {RIP: sym["sigtramp"], RSP: sp})
+    assert [f.pc for f in trace.frames[:3]] == [sym["sigtramp"], pointer,
+                                                sym["calls_leaf"] + 5], trace.stop_reason
+    assert trace.frames[0].signal_frame and trace.frames[1].after_signal
+    assert trace.frames[2].method == "dummy_fde" and trace.frames[2].sp == interrupted + 8
