@@ -120,3 +120,18 @@ def match(text: str) -> tuple[str, str]:
     if text.isdigit():
         return "pid", text
     return ("exe", text) if "/" in text else ("name", text)
+
+
+def add_match_options(p) -> None:
+    p.add_argument("match", nargs="*", type=match, metavar="MATCH",
+                   help="PID, executable path, command name, or FIELD=VALUE "
+                   "(fingerprint=, unit=, signal=, uid=, exe=, name=, pid=)")
+    p.add_argument("-S", "--since", type=when, metavar="TIME",
+                   help="reports at or after TIME ('2026-12-01 10:00', today, '1h ago')")
+    p.add_argument("-U", "--until", type=when, metavar="TIME", help="reports at or before TIME")
+    p.add_argument("--all", action="store_true", help="attach snapshots too")
+    p.add_argument("--json", action="store_true", help="JSON rather than text")
+    p.add_argument("--journal", action="store_true",
+                   help="read the reports the journald sink wrote, from the journal (the "
+                   "default when [store] enabled = false)")
+    p.add_argument("--namespace", metavar="NS", help="with --journal: journalctl's --namespace")

@@ -5,19 +5,16 @@ from __future__ import annotations
 import json
 import sys
 
-from ..delivery.store import StoreError
-from ..errors import StoreUnavailable
+from ..delivery.lookup import Lookup
 from ..text import info, render
-from .list import add_match_options, find, store_of
-from .options import command_parser
+from .options import add_match_options, command_parser
 
 
 def show(args) -> None:
-    row, = find(args, newest_first=True, limit=1)
-    try:
-        report = store_of(args).report(row["report_id"])
-    except StoreError as e:
-        raise StoreUnavailable(str(e)) from None
+    stored = Lookup(args.outlet.delivery.store, args.journal, args.namespace)
+    row, = stored.find(args.match, args.since, args.until, args.all, newest_first=True,
+                       limit=1)
+    report = stored.report(row)
     if args.json:
         sys.stdout.write(json.dumps(report) + "\n")
     else:
