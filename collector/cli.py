@@ -50,6 +50,7 @@ def configure(args) -> None:
     log = cfg["log"]
     logging.setup(args.log_level or log["level"], log["target"])
     args.outlet = Outlet(cfg, args)
+    args.worker = cfg["worker"]
 
 
 def std_streams() -> None:

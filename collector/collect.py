@@ -21,7 +21,7 @@ from .guard import stage
 from .pyframes import add_python_frames
 from .targets import compressed, procfs
 from .targets.corefile import CoreError, CoreSpace, Layout, open_core
-from .targets.crashed import Crashed
+from .targets.crashed import Seen
 from .targets.procfs import ThreadInfo
 from .targets.stream import stream
 
@@ -258,31 +258,23 @@ def from_compressed_core(path: str, fd: int, kind: str, max_frames: int,
     return out
 
 
-def from_core_stream(fd: int, kernel: dict, errors: list[str], opts, pidfd: int | None = None,
-                     cache: ImageCache | None = None) -> dict:
-    """The core arriving on `fd` from the kernel. The crashed process is
-    held by the kernel until the core has been read, so its /proc entry is
-    read first; its mapped files are opened as soon as the notes name them."""
+def from_core_stream(fd: int, kernel: dict, errors: list[str], opts, seen: Seen,
+                     cache: ImageCache | None = None, arrived=None) -> dict:
+    """The core arriving on `fd` from the kernel, with what the handler read
+    of the process from /proc before it (`seen`: metadata, threads, its
+    mapped files already open). `arrived()` is called once the core is read."""
     t0 = time.monotonic()
     pid = kernel.get("P")
-    crashed = Crashed(pid, pidfd if pidfd is not None else kernel.get("F")) if pid else None
-    live = crashed.info() if crashed else {}
-    tids = crashed.threads() if crashed else {}
-    files = None
-    if crashed is not None:
-        def files(layout):  # those holding code: the modules
-            mapped = layout.notes.files.items()
-            code = {path for start, (_, _, path) in mapped if layout.is_code(start)}
-            return crashed.open_files([(start, end, path) for start, (end, _, path) in mapped
-                                       if path in code])
+
+    def files(layout):  # those the core names
+        return {start: path for start, path in seen.files.items() if start in layout.notes.files}
+
     got = stream(fd, opts.stack_window, opts.keep, opts.idle_timeout, files)
     read_ms = (time.monotonic() - t0) * 1000
-    if crashed is not None:
-        if crashed.error:
-            errors = errors + [crashed.error]
-        crashed.close()
+    if arrived is not None:
+        arrived()
     process = core_process(got.layout, pid)
-    process.update(live)
+    process.update(seen.live)
     for key, letter in (("uid", "u"), ("gid", "g")):
         if process.get(key) is None and letter in kernel:
             process[key] = kernel[letter]
@@ -295,17 +287,30 @@ def from_core_stream(fd: int, kernel: dict, errors: list[str], opts, pidfd: int 
         core_info["crashed_tid"] = kernel["I"]
     timings = {"stopped_ms": round(read_ms, 3), "read_ms": round(read_ms, 3)}
     sig = signal_dict(got.layout.notes.siginfo if got.layout else None, kernel.get("s"))
-    out = core_report(got.space, process, errors + got.errors, opts.max_frames,
-                      kernel.get("t", time.time()), timings, core_info, sig, tids, cache)
+    out = core_report(got.space, process, errors + seen.errors + got.errors, opts.max_frames,
+                      kernel.get("t", time.time()), timings, core_info, sig, seen.tids, cache)
     if "h" in kernel:
         out["host"]["hostname"] = kernel["h"]
     out["timings"]["total_ms"] = round((time.monotonic() - t0) * 1000, 3)
     return out
 
 
-def failure_report(kernel: dict, why: str) -> dict:
-    """What is left to say when handling a core failed outright."""
+def failure_report(kernel: dict, why: str, seen: Seen | None = None,
+                   errors: tuple[str, ...] = ()) -> dict:
+    """What is left to say when handling a core failed outright: the kernel's
+    arguments, and what /proc said (`seen`) if it was read."""
+    seen = seen or Seen()
     process = core_process(None, kernel.get("P"))
     process.update(name=kernel.get("e"), uid=kernel.get("u"), gid=kernel.get("g"))
-    return report.build("core", process, [], [], kernel.get("t", time.time()),
-                        {"stopped_ms": 0.0, "unwind_ms": 0.0}, [why], {})
+    process.update(seen.live)
+    threads = []
+    main = kernel.get("P")
+    for tid, name in sorted(seen.tids.values(), key=lambda t: (t[0] != main, t[0])):
+        thread = report.thread_dict(
+            ThreadInfo(tid, name, None, "not unwound: the core was not analysed"), None, None)
+        if tid == kernel.get("I"):
+            thread["crashed"] = True
+        threads.append(thread)
+    return report.build("core", process, threads, [], kernel.get("t", time.time()),
+                        {"stopped_ms": 0.0, "unwind_ms": 0.0},
+                        [*errors, *seen.errors, why], {})

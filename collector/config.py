@@ -60,6 +60,8 @@ SECTIONS = {
               "burst": (int, 10), "per_minute": (float, 1.0),
               "global_burst": (int, 100), "global_per_minute": (float, 30.0),
               "max_fingerprints": (int, 1024)},
+    "worker": {"user": (str, "nobody"), "memory": ("size", 1 << 30), "cpu": (int, 60),
+               "timeout": (float, 30.0)},
     "spool": {"dir": (str, "/var/spool/collector"), "max_reports": (int, 1000),
               "max_bytes": ("size", 64 << 20), "retry_after": (float, 30.0)},
     "store": {"enabled": (bool, True), "max_reports": (int, 10000),

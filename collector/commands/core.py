@@ -11,7 +11,8 @@ from .options import add_stream_options, add_unwind_options, command_parser
 def core(args) -> dict | None:
     if args.from_kernel:
         kernel, errors = kernel_args(args.file_or_specs)
-        return handle_kernel_core(0, kernel, errors, args)
+        args.outlet.emit(handle_kernel_core(0, kernel, errors, args), symbolize=False)
+        return None
     if len(args.file_or_specs) != 1:
         raise UsageError("give one core file (or --from-kernel with core_pattern specifiers)")
     return from_core_file(args.file_or_specs[0], args.max_frames, args.outlet.images)

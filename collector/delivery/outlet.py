@@ -39,9 +39,11 @@ class Outlet:
             self._images = ImageCache()
         return self._images
 
-    def emit(self, report: dict) -> str:
-        """Send the report on; returns where it went."""
-        self.symbolize(report)
+    def emit(self, report: dict, symbolize: bool = True) -> str:
+        """Send the report on (`symbolize`: unless that was done already,
+        e.g. by the kernel handler's worker); returns where it went."""
+        if symbolize:
+            self.symbolize(report)
         if self.output or self.report_dir:
             prepared = self.delivery.prepare(report, self.store_reports)
             if prepared is None:

@@ -16,7 +16,7 @@ import time
 
 from ..errors import HandlerError
 from ..targets import procfs
-from .kernel import handle_kernel_core
+from .kernel import handle_kernel_core, preload
 
 SO_PEERPIDFD = 77           # Linux 6.5+, not in Python's socket module
 LISTEN_FDS_START = 3        # sd_listen_fds(3)
@@ -85,12 +85,14 @@ def handle(conn: socket.socket, args) -> None:
         log(f"refused a connection from pid {pid}: not a process dumping core")
         return
     kernel = {"P": pid, "u": uid, "g": gid, "t": int(time.time())}
-    where = args.outlet.emit(handle_kernel_core(conn.fileno(), kernel, [], args, pidfd))
+    report = handle_kernel_core(conn.fileno(), kernel, [], args, pidfd)
+    where = args.outlet.emit(report, symbolize=False)
     log(f"pid {pid}: report sent to {where}")
 
 
 def serve(args) -> None:
     sock = listening_socket(args.socket)
+    preload()  # once, for every handler and worker forked from here
     busy: set[int] = set()
 
     def stop(signum, frame):

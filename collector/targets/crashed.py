@@ -9,10 +9,11 @@ through the fd and fails rather than reading another process.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
 from unwinder.files import open_regular
 
-from .procfs import cgroup_fields, parse_status
+from .procfs import cgroup_fields, parse_maps, parse_status
 
 MAX_FILES = 512           # distinct mapped files opened through map_files
 NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
@@ -94,9 +95,9 @@ class Crashed:
                 out[key] = value
         if "Name" in status:
             out["name"] = status["Name"]
-        for key, field in (("ppid", "PPid"), ("uid", "Uid"), ("gid", "Gid")):
+        for key, name in (("ppid", "PPid"), ("uid", "Uid"), ("gid", "Gid")):
             try:
-                out[key] = int(status[field].split()[0])
+                out[key] = int(status[name].split()[0])
             except (KeyError, ValueError, IndexError):
                 pass
         out.update(cgroup_fields((self._read("cgroup") or b"").decode("utf-8", "replace")))
@@ -134,6 +135,12 @@ class Crashed:
             out[inner] = (tid, comm.decode("utf-8", "replace").rstrip("\n") if comm else None)
         return out
 
+    def code_mappings(self) -> list[tuple[int, int, str]]:
+        """(start, end, path) of every mapping of a file that has code mapped."""
+        maps = parse_maps((self._read("maps") or b"").decode("utf-8", "replace"))
+        code = {m.path for m in maps if "x" in m.perms and m.path.startswith("/")}
+        return [(m.start, m.end, m.path) for m in maps if m.path in code]
+
     def open_files(self, mappings: list[tuple[int, int, str]]) -> dict[int, str]:
         """Mapping start -> /proc/self/fd/N opening the exact file mapped
         there (even if deleted or in another mount namespace), one fd per
@@ -154,3 +161,28 @@ class Crashed:
             if by_path[path]:
                 out[start] = by_path[path]
         return out
+
+
+@dataclass
+class Seen:
+    """What the handler took from /proc/PID before the core, as root: the
+    process's metadata, its threads, and the files its code is mapped from,
+    open (mapping start -> /proc/self/fd/N) for an unprivileged worker."""
+    live: dict = field(default_factory=dict)
+    tids: dict[int, tuple[int, str | None]] = field(default_factory=dict)
+    files: dict[int, str] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def fds(self) -> set[int]:
+        return {int(path.rsplit("/", 1)[1]) for path in self.files.values()}
+
+
+def look(pid: int | None, pidfd: int | None) -> Seen:
+    if not pid:
+        return Seen()
+    crashed = Crashed(pid, pidfd)
+    try:
+        return Seen(crashed.info(), crashed.threads(), crashed.open_files(crashed.code_mappings()),
+                    [crashed.error] if crashed.error else [])
+    finally:
+        crashed.close()
