@@ -108,6 +108,18 @@ class Crashed:
         out["namespaces"] = {ns: v for ns, v in namespaces.items() if v}
         return out
 
+    def start_time(self) -> float | None:
+        """When the process started (seconds since the epoch, to a clock
+        tick and the second of boot): stat's starttime after /proc/stat's btime."""
+        stat = self._read("stat") or b""
+        try:
+            ticks = int(stat.rsplit(b")", 1)[1].split()[19])
+            with open("/proc/stat", "rb") as f:
+                btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+        except (OSError, ValueError, IndexError, StopIteration):
+            return None
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+
     def threads(self) -> dict[int, tuple[int, str | None]]:
         """Thread id in the process's own pid namespace (as the core names
         it) -> (thread id here, name)."""
