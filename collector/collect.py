@@ -4,36 +4,37 @@ report: a live process (attach), a traced one that crashes (run, watch),
 a core file or the kernel's core stream (core, serve)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
 
 from unwinder.dynamic import Registered, registered
-from unwinder.elf import ElfError, ElfFile
 from unwinder.files import open_regular
 from unwinder.modules import ImageCache, Module, ModuleMap
 from unwinder.regs import RIP, RSP
 from unwinder.walk import Frame, Trace, unwind
 
-from . import report
+from . import perfmap, report
 from .errors import BadCore
 from .guard import stage
 from .pyframes import add_python_frames
-from .targets import compressed, procfs
+from .targets import compressed
 from .targets.corefile import CoreError, CoreSpace, Layout, open_core
 from .targets.crashed import Seen
+from .targets.locate import Where
 from .targets.procfs import ThreadInfo
 from .targets.stream import stream
 
-MAX_PERF_MAP = 16 << 20
-PAGE = 4096
 FAULT_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGTRAP}
 
 
 def unwind_threads(space, infos: list[ThreadInfo], max_frames: int,
-                   cache: ImageCache | None = None) -> tuple[list[dict], list[Module], list[str]]:
+                   cache: ImageCache | None = None, perf_map: tuple[str | None, str] | None = None
+                   ) -> tuple[list[dict], list[Module], list[str]]:
     """(thread dicts in the order of `infos`, every module, errors). Each
-    thread is a stage of its own: one that fails keeps its registers."""
+    thread is a stage of its own: one that fails keeps its registers.
+    `perf_map`: (text, name); by default the live process's."""
     errors: list[str] = []
     known = set(space.threads())
     regs = {info.tid: space.registers(info.tid) if info.tid in known else None for info in infos}
@@ -41,7 +42,7 @@ def unwind_threads(space, infos: list[ThreadInfo], max_frames: int,
     if modules is None:
         return [raw_thread(info, regs[info.tid]) for info in infos], [], errors
     dynamic = stage(errors, "run-time unwind info", lambda: registered(
-        space, modules, *_perf_map(getattr(space, "pid", None))),
+        space, modules, *(perf_map or perfmap.live(getattr(space, "pid", None)))),
         fallback=lambda: Registered([], [], []))
     threads = [stage(errors, f"unwinding thread {info.tid}", unwind_thread, space, modules,
                      dynamic, info, regs[info.tid], max_frames,
@@ -66,21 +67,6 @@ def raw_thread(info: ThreadInfo, regs: dict[int, int] | None) -> dict:
     frames = [Frame(0, regs[RIP], dict(regs), "context")] if regs and RIP in regs and \
         RSP in regs else []
     return report.thread_dict(info, regs, Trace(frames, "unwinding failed (see errors)"))
-
-
-def _perf_map(pid: int | None) -> tuple[str | None, str]:
-    """The text of the process's /tmp/perf-PID.map (PID as the process
-    itself sees it, in its own root), or None. Not followed if a symlink."""
-    if pid is None:
-        return None, ""
-    nspid = (procfs.status_field(pid, "NSpid") or str(pid)).split()[-1]
-    name = f"/tmp/perf-{nspid}.map"
-    try:
-        fd = open_regular(f"/proc/{pid}/root{name}", follow=False)
-    except OSError:
-        return None, name
-    with os.fdopen(fd, "rb") as f:
-        return f.read(MAX_PERF_MAP).decode("utf-8", "replace"), name
 
 
 def from_capture(source: str, process: dict, cap, t0: float, max_frames: int,
@@ -155,33 +141,34 @@ def core_process(layout: Layout | None, pid: int | None) -> dict:
     return out
 
 
-def stale_files(space: CoreSpace, modules: list[Module]) -> list[str]:
-    """A file on disk may not be the one that crashed (rebuilt, upgraded):
-    compare its build-id with the one in the ELF header page the kernel
-    dumps (coredump_filter bit 4, on by default)."""
-    out = []
+def found_files(space: CoreSpace, modules: list[Module]) -> dict[int, str]:
+    """Each module says how its file was found, or why none was. Returns
+    module start -> the file used where it is not the recorded path."""
+    elsewhere = {}
     for m in modules:
-        page = space.dumped(m.start, PAGE) if m.build_id else None
-        try:
-            dumped = ElfFile(page, m.path).build_id() if page else None
-        except ElfError:
+        first = m.mappings[0] if m.mappings else None
+        if first is None or first.path == "[vdso]":
             continue
-        if dumped and dumped != m.build_id:
-            m.error = f"build-id {m.build_id} on disk, {dumped} in the core"
-            out.append(f"{m.path}: the file here is not the one that crashed "
-                       f"({m.error}): its frames are not to be trusted")
-    return out
+        m.found_by = space.found_by.get(first.start)
+        why = space.located.why_not.get(space.layout.notes.files.get(first.start, (0, 0, ""))[2])
+        if m.image is None and why:
+            m.error = why
+        used = space.file_for(first)
+        if m.image is not None and m.found_by not in (None, "path", "map_files"):
+            elsewhere[m.start] = used
+    return elsewhere
 
 
 def core_report(space: CoreSpace | None, process: dict, errors: list[str],
                  max_frames: int, stopped_at: float, timings: dict, core_info: dict,
                  sig: dict | None, tids: dict[int, tuple[int, str | None]] | None = None,
-                 cache: ImageCache | None = None) -> dict:
+                 cache: ImageCache | None = None,
+                 perf: tuple[str | None, str, str | None] = (None, "", None)) -> dict:
     """The report: threads in the order main, then by tid, the thread that
     dumped (the first NT_PRSTATUS) marked `crashed`. `tids` translates the
     core's thread ids (the process's pid namespace) to ours, with names."""
     tids = tids or {}
-    threads, modules = [], []
+    threads, modules, elsewhere = [], [], {}
     t0 = time.monotonic()
     if space is not None:
         notes = space.layout.notes
@@ -190,10 +177,14 @@ def core_report(space: CoreSpace | None, process: dict, errors: list[str],
         infos = [ThreadInfo(tid, tids.get(tid, (tid, None))[1]
                             or (process.get("name") if tid == ps_pid else None), None)
                  for tid, _ in notes.threads]
-        threads, modules, unwind_errors = unwind_threads(space, infos, max_frames, cache)
-        errors = errors + unwind_errors
-        errors += stage(errors, "comparing build-ids with the core", stale_files, space,
-                        modules, fallback=list)
+        text, name, why = perf
+        threads, modules, unwind_errors = unwind_threads(space, infos, max_frames, cache,
+                                                         (text, name))
+        errors = errors + space.located.errors + ([why] if why else []) + unwind_errors
+        if text is not None:
+            core_info["perf_map"] = name
+        elsewhere = stage(errors, "saying how files were found", found_files, space, modules,
+                          fallback=dict)
         for i, thread in enumerate(threads):
             thread["tid"] = tids.get(thread["tid"], (thread["tid"], None))[0]
             if i == 0:
@@ -203,45 +194,53 @@ def core_report(space: CoreSpace | None, process: dict, errors: list[str],
         space.close()
     timings = dict(timings, unwind_ms=round((time.monotonic() - t0) * 1000, 3))
     out = report.build("core", process, threads, modules, stopped_at, timings, errors, {})
+    for module in out["modules"]:
+        if module["start"] in elsewhere:
+            module["file"] = elsewhere[module["start"]]
     out["core"] = core_info
     if sig:
         out["signal"] = sig
     return out
 
 
-def from_core_file(path: str, max_frames: int, cache: ImageCache | None = None) -> dict:
+def from_core_file(path: str, max_frames: int, cache: ImageCache | None = None,
+                   where: Where | None = None) -> dict:
+    """A core file; its mapped files are looked for as `where` says, and
+    beside it."""
     t0 = time.monotonic()
+    where = dataclasses.replace(where or Where(), core_dir=os.path.dirname(os.path.abspath(path)))
     try:
         fd = open_regular(path)
     except OSError as e:
         raise BadCore(f"{path}: cannot open {path}: {e.strerror}") from None
     packed = compressed.kind(fd)
     if packed:
-        return from_compressed_core(path, fd, packed, max_frames, cache, t0)
+        return from_compressed_core(path, fd, packed, max_frames, cache, t0, where)
     os.close(fd)
     try:
-        space, size = open_core(path)
+        space, size = open_core(path, where)
     except CoreError as e:
         raise BadCore(f"{path}: {e}") from None
     layout = space.layout
     process = core_process(layout, None)
     core_info = {"path": os.path.abspath(path), "bytes": size, "expected_bytes": layout.size}
     timings = {"stopped_ms": 0.0, "read_ms": round((time.monotonic() - t0) * 1000, 3)}
-    out = core_report(space, process, list(layout.errors), max_frames,
-                      os.stat(path).st_mtime, timings, core_info,
-                      signal_dict(layout.notes.siginfo, None), cache=cache)
+    mtime = os.stat(path).st_mtime
+    out = core_report(space, process, list(layout.errors), max_frames, mtime, timings, core_info,
+                      signal_dict(layout.notes.siginfo, None), cache=cache,
+                      perf=perfmap.for_core(layout, perfmap.read, mtime, None))
     out["timings"]["total_ms"] = round((time.monotonic() - t0) * 1000, 3)
     return out
 
 
 def from_compressed_core(path: str, fd: int, kind: str, max_frames: int,
-                         cache: ImageCache | None, t0: float) -> dict:
+                         cache: ImageCache | None, t0: float, where: Where) -> dict:
     """A core compressed as systemd-coredump keeps them, read as a stream."""
     size = os.fstat(fd).st_size
     mtime = os.fstat(fd).st_mtime
     feed = compressed.Decompressing(fd, kind)
     try:
-        got = stream(feed.fd, idle_timeout=60)
+        got = stream(feed.fd, idle_timeout=60, where=where)
     finally:
         feed.close()
     errors = feed.errors + got.errors
@@ -253,7 +252,7 @@ def from_compressed_core(path: str, fd: int, kind: str, max_frames: int,
     timings = {"stopped_ms": 0.0, "read_ms": round((time.monotonic() - t0) * 1000, 3)}
     out = core_report(got.space, core_process(got.layout, None), errors, max_frames, mtime,
                       timings, core_info, signal_dict(got.layout.notes.siginfo, None),
-                      cache=cache)
+                      cache=cache, perf=perfmap.for_core(got.layout, perfmap.read, mtime, None))
     out["timings"]["total_ms"] = round((time.monotonic() - t0) * 1000, 3)
     return out
 
@@ -273,6 +272,13 @@ def from_core_stream(fd: int, kernel: dict, errors: list[str], opts, seen: Seen,
     read_ms = (time.monotonic() - t0) * 1000
     if arrived is not None:
         arrived()
+    ended = kernel.get("t", time.time())
+    perf = (None, "", None)
+    if seen.perf_map is not None and got.layout is not None:
+        name, text, mtime = seen.perf_map
+        perf = perfmap.for_core(
+            got.layout, lambda n: (text.decode("utf-8", "replace"), mtime) if n == name else None,
+            ended, seen.started)
     process = core_process(got.layout, pid)
     process.update(seen.live)
     for key, letter in (("uid", "u"), ("gid", "g")):
@@ -288,7 +294,7 @@ def from_core_stream(fd: int, kernel: dict, errors: list[str], opts, seen: Seen,
     timings = {"stopped_ms": round(read_ms, 3), "read_ms": round(read_ms, 3)}
     sig = signal_dict(got.layout.notes.siginfo if got.layout else None, kernel.get("s"))
     out = core_report(got.space, process, errors + seen.errors + got.errors, opts.max_frames,
-                      kernel.get("t", time.time()), timings, core_info, sig, seen.tids, cache)
+                      ended, timings, core_info, sig, seen.tids, cache, perf)
     if "h" in kernel:
         out["host"]["hostname"] = kernel["h"]
     out["timings"]["total_ms"] = round((time.monotonic() - t0) * 1000, 3)

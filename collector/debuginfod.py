@@ -1,4 +1,5 @@
-"""A debuginfod client: `GET URL/buildid/BUILDID/debuginfo`, servers from
+"""A debuginfod client: `GET URL/buildid/BUILDID/debuginfo` (and
+`/executable`, for a core's files), servers from
 $DEBUGINFOD_URLS, downloads kept in debuginfod-client's cache layout
 ($DEBUGINFOD_CACHE_PATH, else $XDG_CACHE_HOME/debuginfod_client) so the
 collector and elfutils' tools share them.
@@ -53,9 +54,16 @@ class Debuginfod:
 
     def fetch(self, build_id: str) -> str | None:
         """The local path of the debug file for build_id, or None."""
+        return self._get(build_id, "debuginfo")
+
+    def executable(self, build_id: str) -> str | None:
+        """The local path of the file itself (a core's mapped file), or None."""
+        return self._get(build_id, "executable")
+
+    def _get(self, build_id: str, kind: str) -> str | None:
         if not is_build_id(build_id):
             return None
-        path = os.path.join(self.cache, build_id, "debuginfo")
+        path = os.path.join(self.cache, build_id, kind)
         try:
             st = os.stat(path)
             if st.st_size:
@@ -74,7 +82,7 @@ class Debuginfod:
                 self.errors.append(f"debuginfod: no time left to ask for {build_id}")
                 return None
             try:
-                if self._download(f"{url}/buildid/{build_id}/debuginfo", path,
+                if self._download(f"{url}/buildid/{build_id}/{kind}", path,
                                   min(self.timeout, left)):
                     return path
                 missed += 1

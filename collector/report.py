@@ -106,6 +106,8 @@ def module_dict(module: Module) -> dict:
     package = elf.package() if elf is not None else None
     if package:
         out["package"] = package
+    if module.found_by:
+        out["found_by"] = module.found_by
     if module.error:
         out["error"] = module.error
     return out

@@ -20,3 +20,17 @@ def open_regular(path: str, dir_fd: int | None = None, follow: bool = True) -> i
         os.close(fd)
         raise
     return fd
+
+
+def read_regular(path: str, limit: int, dir_fd: int | None = None,
+                 follow: bool = True) -> tuple[bytes, float] | None:
+    """(at most `limit` bytes, mtime) of a regular file, or None."""
+    try:
+        fd = open_regular(path, dir_fd=dir_fd, follow=follow)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        try:
+            return f.read(limit), os.fstat(f.fileno()).st_mtime
+        except OSError:
+            return None

@@ -8,6 +8,7 @@ target's registers hold; a *link* address is what the ELF file says
 from __future__ import annotations
 
 import bisect
+import errno
 import mmap
 import os
 from dataclasses import dataclass, field
@@ -212,6 +213,7 @@ class Module:
     image: Image | None = None
     bias: int | None = None
     error: str | None = None
+    found_by: str | None = None  # how the space found its file (a core's: path, build-id, ...)
 
     @property
     def build_id(self) -> str | None:
@@ -276,7 +278,9 @@ class ModuleMap:
             if size > MAX_IN_MEMORY_IMAGE:
                 raise ElfError("[vdso]: implausibly large")
             return self.cache.from_memory(self.space.read(module.start, size), "[vdso]")
-        open_path = self.space.file_for(first) or first.path
+        open_path = self.space.file_for(first)
+        if open_path is None:
+            raise OSError(errno.ENOENT, "no file for it here", first.path)
         try:
             return self.cache.from_file(open_path, first.path)
         except OSError:

@@ -2,31 +2,61 @@
 kernel hands to a core_pattern handler (pipe mode; socket mode is `serve`)."""
 from __future__ import annotations
 
+import os
+import time
+
+from unwinder.debuginfo import DEBUG_DIRS_ENV, debug_dirs
+
 from ..collect import from_core_file
+from ..debuginfod import Debuginfod
 from ..errors import UsageError
 from ..service.kernel import KERNEL_ARGS, handle_kernel_core, kernel_args
+from ..targets.locate import Where
 from .options import add_stream_options, add_unwind_options, command_parser
 
 
 def core(args) -> dict | None:
+    away = args.exe or args.sysroot or args.debug_dir
     if args.from_kernel:
+        if away:
+            raise UsageError("--exe, --sysroot and --debug-dir are for a core file")
         kernel, errors = kernel_args(args.file_or_specs)
         args.outlet.emit(handle_kernel_core(0, kernel, errors, args), symbolize=False)
         return None
     if len(args.file_or_specs) != 1:
         raise UsageError("give one core file (or --from-kernel with core_pattern specifiers)")
-    return from_core_file(args.file_or_specs[0], args.max_frames, args.outlet.images)
+    if args.debug_dir:  # debug files are looked for there too, as symbolization does
+        os.environ[DEBUG_DIRS_ENV] = ":".join([*args.debug_dir, *debug_dirs()])
+    budget = args.symbolize_budget
+    fetcher = Debuginfod.from_env(time.monotonic() + budget) if budget > 0 else None
+    where = Where(exe=args.exe, sysroot=args.sysroot,
+                  fetch=fetcher.executable if fetcher else None)
+    report = from_core_file(args.file_or_specs[0], args.max_frames, args.outlet.images, where)
+    if fetcher is not None:
+        report["errors"] += [e for e in fetcher.errors if e not in report["errors"]]
+    return report
 
 
 def register(sub) -> None:
     c = command_parser(sub, "core", help="backtrace every thread of a core dump",
                        description="Report on an ELF core file, or (--from-kernel) on the core "
                        "the kernel pipes to a core_pattern handler: "
-                       f"'|/path/to/collector core --from-kernel {KERNEL_ARGS}'.")
+                       f"'|/path/to/collector core --from-kernel {KERNEL_ARGS}'. "
+                       "The files a core mapped are looked for at their recorded paths, "
+                       "under --sysroot, beside the core, by build-id in the debug "
+                       "directories and through debuginfod ($DEBUGINFOD_URLS), each checked "
+                       "against the build-id the core holds.")
     c.add_argument("file_or_specs", nargs="*", metavar="FILE | LETTER=VALUE",
                    help="a core file; with --from-kernel, core_pattern specifiers")
     c.add_argument("--from-kernel", action="store_true",
                    help="read the core from stdin, as a core_pattern '|' handler")
+    c.add_argument("--exe", metavar="FILE",
+                   help="the executable that dumped core (as gdb EXE CORE, eu-stack -e)")
+    c.add_argument("--sysroot", metavar="DIR",
+                   help="look for each mapped file under DIR first (as gdb's sysroot)")
+    c.add_argument("--debug-dir", action="append", default=[], metavar="DIR",
+                   help="a debug directory (with .build-id/) to look in first, for the "
+                   "mapped files and their debug files; may be repeated")
     add_unwind_options(c)
     add_stream_options(c)
     c.set_defaults(func=core)

@@ -18,6 +18,7 @@ from unwinder.files import open_regular
 from unwinder.regs import NUMBERS
 from unwinder.space import Mapping, MapIndex, MemoryFault
 
+from .locate import Where, locate
 from .reader import Stream
 
 ET_CORE, EM_X86_64 = 4, 62
@@ -175,12 +176,20 @@ class CoreSpace:
     size)` (the core file, or the ranges kept from a stream); file-backed
     bytes the kernel did not dump come from the mapped file."""
 
-    def __init__(self, layout: Layout, dumped, files: dict[int, str], core_fd: int | None = None):
+    def __init__(self, layout: Layout, dumped, files: dict[int, str], core_fd: int | None = None,
+                 where: Where | None = None):
         self.layout = layout
         self._dumped = dumped
-        self._files = files          # mapping start -> a path that opens the exact file
+        self._files = dict(files)    # mapping start -> a path that opens the exact file
+        self.found_by = {start: "map_files" for start in files}
         self._core_fd = core_fd      # closed with the space
         self._fds: dict[str, int | None] = {}
+        exact = {layout.notes.files[s][2] for s in files if s in layout.notes.files}
+        self.located = locate(layout, self.dumped, where or Where(), exact)
+        for start, (_, _, path) in layout.notes.files.items():
+            if start not in self._files and path in self.located.paths:
+                self._files[start] = self.located.paths[path]
+                self.found_by[start] = self.located.how[path]
         self._maps = self._mappings()
         self._by_addr = MapIndex(self._maps)
 
@@ -192,8 +201,11 @@ class CoreSpace:
                             for c, bit in (("r", PF_R), ("w", PF_W), ("x", PF_X))) + "p"
             end, offset, path = files.get(seg.vaddr, (0, 0, ""))
             inode, dev = 0, "00:00"
+            opened = self._files.get(seg.vaddr)
             if path:
-                dev, inode = _identity(self._files.get(seg.vaddr) or path)
+                dev, inode = _identity(opened or path)
+                if not path.startswith("/") and self.found_by.get(seg.vaddr) == "core-dir":
+                    path = opened  # a relative recorded path, resolved
             elif seg.vaddr == vdso:
                 path = "[vdso]"
             out.append(Mapping(seg.vaddr, seg.vaddr + seg.memsz, perms, offset, dev, inode, path))
@@ -230,7 +242,8 @@ class CoreSpace:
         mapping = self._by_addr.find(addr)
         if mapping is None or not mapping.is_file:
             return None
-        fd = self._fd(self.file_for(mapping) or mapping.path)
+        path = self.file_for(mapping)
+        fd = self._fd(path) if path else None
         if fd is None:
             return None
         try:
@@ -263,9 +276,13 @@ class CoreSpace:
         return next(dict(regs) for t, regs in self.layout.notes.threads if t == tid)
 
     def file_for(self, mapping: Mapping) -> str | None:
+        """The file found for a mapping; None for one that was looked for
+        and not found (or refused: another build) and for a deleted file."""
         if mapping.start in self._files:
             return self._files[mapping.start]
-        return None if mapping.path.endswith(" (deleted)") else mapping.path or None
+        if mapping.path in self.located.why_not or mapping.path.endswith(" (deleted)"):
+            return None
+        return mapping.path or None
 
 
 def _identity(path: str) -> tuple[str, int]:
@@ -278,7 +295,7 @@ def _identity(path: str) -> tuple[str, int]:
     return f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}", st.st_ino
 
 
-def open_core(path: str) -> tuple[CoreSpace, int]:
+def open_core(path: str, where: Where | None = None) -> tuple[CoreSpace, int]:
     """A core file on disk; its dumped bytes are read on demand. Returns the
     space and the file's size."""
     try:
@@ -297,6 +314,6 @@ def open_core(path: str) -> tuple[CoreSpace, int]:
     def dumped(offset: int, n: int) -> bytes | None:
         return os.pread(fd, n, offset) if offset + n <= size else None
 
-    return CoreSpace(layout, dumped, {}, fd), size
+    return CoreSpace(layout, dumped, {}, fd, where), size
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from unwinder.files import open_regular
+from unwinder.files import open_regular, read_regular
 
 from .procfs import cgroup_fields, parse_maps, parse_status
 
 MAX_FILES = 512           # distinct mapped files opened through map_files
+MAX_PERF_MAP = 16 << 20
 NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
 
 
@@ -109,6 +110,28 @@ class Crashed:
         out["namespaces"] = {ns: v for ns, v in namespaces.items() if v}
         return out
 
+    def start_time(self) -> float | None:
+        """When the process started (seconds since the epoch, to a clock
+        tick and the second of boot): stat's starttime after /proc/stat's btime."""
+        stat = self._read("stat") or b""
+        try:
+            ticks = int(stat.rsplit(b")", 1)[1].split()[19])
+            with open("/proc/stat", "rb") as f:
+                btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+        except (OSError, ValueError, IndexError, StopIteration):
+            return None
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+
+    def perf_map(self) -> tuple[str, bytes, float] | None:
+        """(name, text, mtime) of /tmp/perf-PID.map in the process's own root
+        (PID as it sees itself), not followed if a symlink; None if absent."""
+        if self.fd is None:
+            return None
+        nspid = (self.status().get("NSpid") or str(self.pid)).split()[-1]
+        name = f"/tmp/perf-{nspid}.map"
+        got = read_regular("root" + name, MAX_PERF_MAP, dir_fd=self.fd, follow=False)
+        return (name, *got) if got else None
+
     def threads(self) -> dict[int, tuple[int, str | None]]:
         """Thread id in the process's own pid namespace (as the core names
         it) -> (thread id here, name)."""
@@ -172,6 +195,8 @@ class Seen:
     tids: dict[int, tuple[int, str | None]] = field(default_factory=dict)
     files: dict[int, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    started: float | None = None                 # when the process started
+    perf_map: tuple[str, bytes, float] | None = None  # (name, text, mtime) of its perf map
 
     def fds(self) -> set[int]:
         return {int(path.rsplit("/", 1)[1]) for path in self.files.values()}
@@ -183,6 +208,7 @@ def look(pid: int | None, pidfd: int | None) -> Seen:
     crashed = Crashed(pid, pidfd)
     try:
         return Seen(crashed.info(), crashed.threads(), crashed.open_files(crashed.code_mappings()),
-                    [crashed.error] if crashed.error else [])
+                    [crashed.error] if crashed.error else [], crashed.start_time(),
+                    crashed.perf_map())
     finally:
         crashed.close()

@@ -12,6 +12,7 @@ from unwinder.regs import NUMBERS
 
 from . import DEFAULT_KEEP, DEFAULT_STACK_WINDOW, RED_ZONE
 from .corefile import AT_SYSINFO_EHDR, PF_W, PF_X, SMALL_CODE, CoreError, CoreSpace, Layout, read_layout
+from .locate import PAGE, Where
 from .reader import Stalled, Stream
 from .vmread import merge_spans
 
@@ -22,8 +23,9 @@ def wanted_ranges(layout: Layout, stack_window: int,
                   keep: int) -> tuple[list[tuple[int, int]], list[str]]:
     """Core-file (offset, size) ranges to keep from a stream, within `keep`
     bytes: the dumping thread's stack window first, the vdso, the other
-    threads' stacks sharing what is left, then small anonymous code, then
-    for a CPython process its writable memory (for its Python frames)."""
+    threads' stacks sharing what is left, the ELF header pages of files
+    holding code, then small anonymous code, then for a CPython process its
+    writable memory (for its Python frames)."""
     spans: list[tuple[int, int]] = []
     left = keep
 
@@ -51,6 +53,11 @@ def wanted_ranges(layout: Layout, stack_window: int,
     others = threads[1:]
     for i, (_, regs) in enumerate(others):
         take_stack(regs, min(stack_window, left // (len(others) - i)))
+    files = layout.notes.files.items()
+    code = {path for start, (_, _, path) in files if layout.is_code(start)}
+    for start, (_, offset, path) in files:
+        if offset == 0 and path in code:  # the build-ids the files found later must have
+            take(start, start + PAGE)
     for seg in layout.loads:
         if seg.flags & PF_X and seg.vaddr not in layout.notes.files and seg.vaddr != vdso \
                 and 0 < seg.filesz <= SMALL_CODE:
@@ -78,12 +85,13 @@ class Streamed:
 
 
 def stream(fd: int, stack_window: int = DEFAULT_STACK_WINDOW, keep: int = DEFAULT_KEEP,
-           idle_timeout: float = 30.0, files=None) -> Streamed:
+           idle_timeout: float = 30.0, files=None, where: Where | None = None) -> Streamed:
     """Read a core from `fd` once, front to back, keeping the ranges that
     `wanted_ranges` picks, and drain it to the end. `files(layout)`, called
     as soon as the notes are read (the kernel still holds the process),
     returns mapping start -> a path opening the exact file (e.g.
-    /proc/self/fd/N opened through map_files)."""
+    /proc/self/fd/N opened through map_files); the others are looked for
+    as `where` says (locate.py)."""
     s = Stream(fd, idle_timeout)
     errors: list[str] = []
     layout = None
@@ -123,7 +131,7 @@ def stream(fd: int, stack_window: int = DEFAULT_STACK_WINDOW, keep: int = DEFAUL
                 return data[offset - start:offset - start + n]
         return None
 
-    space = CoreSpace(layout, dumped, opened)
+    space = CoreSpace(layout, dumped, opened, where=where)
     return Streamed(space, layout, s.pos, sum(len(d) for _, d in kept), layout.errors + errors)
 
 
