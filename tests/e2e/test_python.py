@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -92,7 +93,7 @@ def test_attach_nested_and_worker(python, spawn):
     assert ("worker_wait", "pynested.py", m["worker_wait"]) in pyframes(worker), fmt_thread(worker)
     assert names[:2] == ["wait", "wait"] and names[-1] == "_bootstrap", names
     assert_placed(worker)
-    if shutil.which("pystack") or os.environ.get("PYSTACK"):
+    if pystack_exe():
         assert pystack(t.pid) == {th["tid"]: pyframes(th) for th in report["threads"]}
 
 
@@ -139,10 +140,16 @@ def test_core_of_sigsegv_in_nested_functions(python, core_dir):
                                         "py:pynested.py!py_outer", "py:pynested.py!<module>"]
 
 
+def pystack_exe() -> str | None:
+    """pystack (the test extra installs it beside the suite's python)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "pystack")
+    return os.environ.get("PYSTACK") or shutil.which("pystack") or \
+        (beside if os.access(beside, os.X_OK) else None)
+
+
 def pystack(pid: int) -> dict[int, list[tuple[str, str, int]]]:
     """pystack's Python frames of each thread, innermost first."""
-    exe = os.environ.get("PYSTACK") or shutil.which("pystack")
-    out = subprocess.run([exe, "remote", str(pid)], capture_output=True, text=True,
+    out = subprocess.run([pystack_exe(), "remote", str(pid)], capture_output=True, text=True,
                          timeout=60).stdout
     threads: dict[int, list] = {}
     tid = None
