@@ -157,10 +157,12 @@ def _dwarf_info(elf: ElfFile) -> DWARFInfo:
         if section is None or section.type == SHT_NOBITS:
             sections[f"debug_{short}_sec"] = None
             continue
-        stream = _OnDemand(elf, section) if short in _ON_DEMAND else \
-            io.BytesIO(bytes(elf.contents(section)))
-        sections[f"debug_{short}_sec"] = DebugSectionDescriptor(stream, name, None,
-                                                                section.size, 0)
+        if short in _ON_DEMAND:
+            stream, size = _OnDemand(elf, section), elf.content_size(section)
+        else:
+            data = bytes(elf.contents(section))
+            stream, size = io.BytesIO(data), len(data)
+        sections[f"debug_{short}_sec"] = DebugSectionDescriptor(stream, name, None, size, 0)
     # looked up by our own code (aranges) or never needed for lines (CFI, pubnames)
     none = dict.fromkeys(("debug_aranges_sec", "debug_frame_sec", "eh_frame_sec",
                           "debug_pubtypes_sec", "debug_pubnames_sec", "gnu_debugaltlink_sec"))
