@@ -27,6 +27,8 @@ def _escape(c: str) -> str:
     if c in _ESCAPES:
         return _ESCAPES[c]
     n = ord(c)
+    if 0xdc80 <= n <= 0xdcff:  # a byte that was not UTF-8 in a name (surrogateescape)
+        return f"\\x{n - 0xdc00:02x}"
     return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
 
 
