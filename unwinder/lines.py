@@ -256,9 +256,11 @@ def _file_name(cu, program, index) -> str | None:
     else:  # DWARF 4's directory 0 is the unit's DW_AT_comp_dir
         directory = _comp_dir(cu) if d == -1 else ""
     if directory and not directory.startswith("/"):
-        # relative to the compilation directory (DWARF 5: directory 0), as clang writes
+        # relative to the compilation directory (DWARF 5: directory 0), as clang
+        # writes; a relative one (glibc's "./posix") is left out, as elfutils does
         base = _text(dirs[0]) if version >= 5 and d != 0 else _comp_dir(cu)
-        directory = _join(base, directory)
+        if base.startswith("/"):
+            directory = _join(base, directory)
     return _join(directory, name)
 
 
