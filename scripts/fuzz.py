@@ -163,7 +163,7 @@ def run_cli(runs: int, seconds: float, budget: float, report: bytes, core: bytes
         print(f"no core: {'--core none' if skip_core else can_own()}", file=sys.stderr)
     kinds = (["core", "core", "file-list"] if core else []) + ["attach", "report"]
     deadline = time.monotonic() + seconds
-    done, slowest = 0, (0.0, "")
+    done, slowest, per_kind = 0, (0.0, ""), collections.Counter()
     while done < runs and time.monotonic() < deadline:
         kind = rng.choice(kinds)
         what, argv, proc = kind, None, None
@@ -196,15 +196,17 @@ def run_cli(runs: int, seconds: float, budget: float, report: bytes, core: bytes
             proc.kill()
             proc.wait()
         done += 1
+        per_kind[kind] += 1
         bad = rc not in DOCUMENTED or "internal error" in err or "Traceback" in err
         if bad:
             key = f"cli {kind}: rc={rc}"
             findings[key] += 1
             if findings[key] <= 3:
-                shutil.copy(path if path.exists() else exe, out / f"cli-{done}")
+                shutil.copy(exe if kind == "attach" else path, out / f"cli-{done}")
                 (out / f"cli-{done}.txt").write_text(f"{what}\n{argv}\n{err}")
     shutil.rmtree(work, ignore_errors=True)
-    print(f"slowest command-line run: {slowest[0]:.1f} s ({slowest[1]})", file=sys.stderr)
+    print("command-line runs by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(per_kind.items()))
+          + f"; slowest {slowest[0]:.1f} s ({slowest[1]})", file=sys.stderr)
     return done
 
 
