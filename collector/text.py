@@ -1,36 +1,71 @@
 """The report for a human: one line per frame, like eu-stack and gdb, and
 one line for a cycle of functions repeated MIN_REPEATS times or more (deep
-recursion): `#5-#1983 recurse (x1979)`. Every string taken from the target
-is escaped: a process cannot forge lines of the output."""
+recursion): `#5-#1983 recurse (x1979)`.
+
+Every string in a report may come from the target (its name, thread names,
+paths, arguments, symbol and file names): each is printed escaped, so that
+no control character (ESC, BEL, CR, a newline) reaches the terminal and no
+process can forge a line of the output. A field that is absent, or not of
+its type (a report given to `collector symbolize`), prints as nothing or `?`.
+"""
+from __future__ import annotations
+
 import datetime
-import re
 
 MAX_CYCLE = 8       # longest cycle of functions collapsed into one line
 MIN_REPEATS = 3
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def escape(text) -> str:
-    """A value taken from the target, printable on one line: control
-    characters as \\xNN (ESC, CR and newline cannot forge output)."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+def clean(value) -> str:
+    """`value` as printable text: control and other non-printing
+    characters (Unicode categories C and Z but the space) as escapes."""
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else str(value)
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(c if c == " " or (c.isprintable() and c != "\\") else _escape(c)
+                   for c in text)
+
+
+def _escape(c: str) -> str:
+    if c in _ESCAPES:
+        return _ESCAPES[c]
+    n = ord(c)
+    if 0xdc80 <= n <= 0xdcff:  # a byte that was not UTF-8 in a name (surrogateescape)
+        return f"\\x{n - 0xdc00:02x}"
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+
+
+def _hex(value, width: int = 0) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:#0{width}x}" if width else f"{value:#x}"
+    return "?"
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _dicts(value) -> list[dict]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 def info(report: dict) -> str:
     """The header `collector show` prints, in the shape of `coredumpctl info`."""
-    p = report.get("process") or {}
-    sig = report.get("signal") or {}
-    fields = [("PID", f"{p.get('pid')} ({escape(p.get('name') or '?')})"),
+    p = _dict(report.get("process"))
+    sig = _dict(report.get("signal"))
+    fields = [("PID", f"{clean(p.get('pid'))} ({clean(p.get('name') or '?')})"),
               ("UID", p.get("uid")), ("GID", p.get("gid")),
-              ("Signal", f"{sig.get('number')} ({sig.get('name')})" if sig else None),
+              ("Signal", f"{clean(sig.get('number'))} ({clean(sig.get('name'))})" if sig else None),
               ("Timestamp", _local(report.get("time"))),
-              ("Command Line", escape(" ".join(p.get("cmdline") or [])) or None),
-              ("Executable", escape(p["exe"]) if p.get("exe") else None),
-              ("Unit", escape(p["unit"]) if p.get("unit") else None),
+              ("Command Line", " ".join(map(clean, p.get("cmdline") or [])) or None),
+              ("Executable", p.get("exe")), ("Unit", p.get("unit")),
               ("Source", report.get("source")),
-              ("Hostname", (report.get("host") or {}).get("hostname")),
+              ("Hostname", _dict(report.get("host")).get("hostname")),
               ("Fingerprint", report.get("fingerprint")), ("Report ID", report.get("report_id"))]
-    return "".join(f"{k:>14}: {v}\n" for k, v in fields if v is not None) + "\n"
+    return "".join(f"{k:>14}: {clean(v)}\n" for k, v in fields if v is not None) + "\n"
 
 
 def _local(iso) -> str | None:
@@ -42,33 +77,35 @@ def _local(iso) -> str | None:
 
 
 def render(report: dict) -> str:
-    p = report["process"]
-    lines = [f"PID {p['pid']} {p.get('exe') or p.get('name') or ''}".rstrip()]
+    p = _dict(report.get("process"))
+    lines = [f"PID {clean(p.get('pid'))} {clean(p.get('exe') or p.get('name'))}".rstrip()]
     sig = report.get("signal")
-    if sig:
-        addr = f" at {sig['si_addr']:#x}" if sig.get("si_addr") is not None else ""
-        lines.append(f"signal {sig.get('name') or sig.get('number')}{addr}")
-    for t in report["threads"]:
-        crashed = " (crashed)" if t.get("crashed") else ""
-        lines.append(f"TID {t['tid']} \"{t['name'] or ''}\"{crashed}:")
+    if isinstance(sig, dict):
+        addr = f" at {_hex(sig['si_addr'])}" if sig.get("si_addr") is not None else ""
+        lines.append(f"signal {clean(sig.get('name') or sig.get('number'))}{addr}")
+    for t in _dicts(report.get("threads")):
+        crashed = " (crashed)" if t.get("crashed") is True else ""
+        lines.append(f"TID {clean(t.get('tid'))} \"{clean(t.get('name'))}\"{crashed}:")
         lines += _frames(t)
-        lines.append(f"     stop: {t['stop_reason']}")
+        lines.append(f"     stop: {clean(t.get('stop_reason'))}")
         if t.get("interpreter_error"):
-            lines.append(f"     python: {escape(t['interpreter_error'])}")
-    for e in report["errors"]:
-        lines.append(f"error: {e}")
+            lines.append(f"     python: {clean(t['interpreter_error'])}")
+    errors = report.get("errors")
+    for e in errors if isinstance(errors, list) else []:
+        lines.append(f"error: {clean(e)}")
     return "\n".join(lines) + "\n"
 
 
 def _frames(thread: dict) -> list[str]:
-    frames = thread["frames"]
-    gap = next((i for i, f in enumerate(frames) if f.get("elided_before")), len(frames))
+    frames = _dicts(thread.get("frames"))
+    gap = next((i for i, f in enumerate(frames) if _count(f.get("elided_before"))),
+               len(frames))
     keys = [_name(f) for f in frames]
     lines, shift, i = [], 0, 0
     while i < len(frames):
         if i == gap:
-            shift = frames[i]["elided_before"]
-            lines.append(_gap_line(i, shift, thread.get("elided") or {}))
+            shift = _count(frames[i]["elided_before"])
+            lines.append(_gap_line(i, shift, _dict(thread.get("elided"))))
         limit = gap if i < gap else len(frames)
         period, repeats = _cycle_at(keys, i, limit)
         if repeats:
@@ -77,9 +114,13 @@ def _frames(thread: dict) -> list[str]:
                          f"(x{repeats})")
             i = end
             continue
-        lines += _frame_lines(frames[i], i + shift)
+        lines += _frame(frames[i], i + shift)
         i += 1
     return lines
+
+
+def _count(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _cycle_at(keys: list[str], i: int, limit: int) -> tuple[int, int]:
@@ -101,36 +142,36 @@ def _cycle_at(keys: list[str], i: int, limit: int) -> tuple[int, int]:
 
 def _gap_line(at: int, count: int, elided: dict) -> str:
     where = f"#{at}-#{at + count - 1} {count} frames left out"
-    cycle = elided.get("cycle") or []
+    cycle = _dicts(elided.get("cycle"))
     if not cycle:
         return where
-    names = " > ".join(c.get("function") or f"{c['pc']:#x}" for c in cycle)
-    rest = count - elided.get("cycle_frames", count)
-    return f"{where}: {names} (x{elided.get('repeats')})" + \
+    names = " > ".join(clean(c.get("function")) or _hex(c.get("pc")) for c in cycle)
+    rest = count - _count(elided.get("cycle_frames")) if elided.get("cycle_frames") else 0
+    return f"{where}: {names} (x{clean(elided.get('repeats'))})" + \
         (f" and {rest} other frames" if rest else "")
 
 
 def _name(f: dict) -> str:
-    return f["function"] or f"{f['pc']:#x}"
+    return clean(f.get("function")) or _hex(f.get("pc"))
 
 
-def _frame_lines(f: dict, depth: int) -> list[str]:
-    if f["method"] == "interpreter":
+def _frame(f: dict, depth: int) -> list[str]:
+    if f.get("method") == "interpreter":
         return [f"#{depth:<3} {_python(f)}"]
-    where = f["function"] or "??"
-    if f["function"] and f["offset"]:
-        where += f"+{f['offset']:#x}"
-    module = f" ({f['module']})" if f["module"] else ""
-    method = "" if f["method"] in ("context", "cfi") else f" [{f['method']}]"
-    inlined = " [inlined]" if f.get("inlined") else ""
-    lines = [f"#{depth:<3} {f['pc']:#018x} {where}{module}{method}{inlined}"]
+    where = clean(f.get("function")) or "??"
+    if f.get("function") and f.get("offset"):
+        where += f"+{_hex(f['offset'])}"
+    module = f" ({clean(f['module'])})" if f.get("module") else ""
+    method = "" if f.get("method") in (None, "context", "cfi") else f" [{clean(f['method'])}]"
+    inlined = " [inlined]" if f.get("inlined") is True else ""
+    out = [f"#{depth:<3} {_hex(f.get('pc'), 18)} {where}{module}{method}{inlined}"]
     if f.get("file"):
-        column = f":{f['column']}" if f.get("column") else ""
-        lines.append(f"     {f['file']}:{f.get('line') or '?'}{column}")
-    return lines
+        column = f":{clean(f['column'])}" if f.get("column") else ""
+        out.append(f"     {clean(f['file'])}:{clean(f.get('line') or '?')}{column}")
+    return out
 
 
 def _python(f: dict) -> str:
     """As Python's own traceback says it."""
-    file, function = (escape(f.get(k) or "?") for k in ("file", "function"))
-    return f'File "{file}", line {f.get("line") or "?"}, in {function}'
+    file, function = (clean(f.get(k)) or "?" for k in ("file", "function"))
+    return f'File "{file}", line {clean(f.get("line") or "?")}, in {function}'

@@ -129,6 +129,15 @@ class ElfFile:
         except zlib.error as e:
             raise ElfError(f"{self.name}: {section.name}: {e}") from None
 
+    def content_size(self, section: Section) -> int:
+        """The size of `contents(section)`, without decompressing it."""
+        if not section.flags & SHF_COMPRESSED:
+            return section.size
+        raw = self._slice(section.offset, min(section.size, _CHDR.size))
+        if len(raw) < _CHDR.size:
+            raise ElfError(f"{self.name}: {section.name}: truncated compression header")
+        return _CHDR.unpack_from(raw)[2]
+
     def build_id(self) -> str | None:
         for desc in self._notes(b"GNU\0", NT_GNU_BUILD_ID):
             return desc.hex()

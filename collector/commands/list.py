@@ -8,7 +8,7 @@ import shutil
 import sys
 
 from ..delivery.lookup import Lookup
-from ..text import escape
+from ..text import clean
 from .options import add_match_options, command_parser, positive
 
 COLUMNS = ("TIME", "PID", "UID", "GID", "SIG", "EXE", "FINGERPRINT")
@@ -23,7 +23,7 @@ def cells(row: dict) -> list[str]:
     sig = (row["signal_name"] or "").removeprefix("SIG") or \
         (str(row["signal"]) if row["signal"] else "-")
     return [stamp(row["time"]), str(row["pid"]), str(row["uid"]), str(row["gid"]),
-            "snapshot" if row["snapshot"] else sig, escape(row["exe"] or row["name"] or "?"),
+            "snapshot" if row["snapshot"] else sig, clean(row["exe"] or row["name"] or "?"),
             row["fingerprint"] or "-"]
 
 
@@ -56,7 +56,7 @@ def list_reports(args) -> None:
             sys.stdout.write(json.dumps(found) + "\n")
             return
         rows = [[str(g["count"]), str(g["suppressed"]), stamp(g["first"]), stamp(g["last"]),
-                 escape(g["exe"] or "?"), escape(g["function"] or "?"), g["fingerprint"] or "-"]
+                 clean(g["exe"] or "?"), clean(g["function"] or "?"), g["fingerprint"] or "-"]
                 for g in found]
         sys.stdout.write(table(GROUP_COLUMNS, rows, shrink=4))
         return

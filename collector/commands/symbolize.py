@@ -2,25 +2,39 @@
 elsewhere (the outlet symbolizes every report on its way out)."""
 from __future__ import annotations
 
-import json
-
 from ..errors import BadReport
 from .options import add_budget_option, command_parser
+
+MAX_REPORT = 256 << 20
 
 
 def read_report(args) -> dict:
     try:
-        with open(args.report) as f:
-            report = json.load(f)
-    except (OSError, ValueError) as e:
-        raise BadReport(f"cannot read the report {args.report}: {e}") from None
+        with open(args.report, "rb") as f:
+            raw = f.read(MAX_REPORT + 1)
+    except OSError as e:
+        raise BadReport(f"cannot read the report {args.report}: {e.strerror or e}") from None
+    return parse_report(raw, args.report)
+
+
+def parse_report(raw: bytes, name: str) -> dict:
+    """The report, or BadReport (exit 2, one line) if `raw` is not one: too
+    large, not JSON, nested without end, or no threads of frames. Values of
+    the wrong type inside it are dropped, and its errors say so."""
+    from ..conform import conform, loads
+    if len(raw) > MAX_REPORT:
+        raise BadReport(f"{name} is larger than {MAX_REPORT >> 20} MiB: not a report")
+    try:
+        report = loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise BadReport(f"{name} is not UTF-8 text: {e.reason} at byte {e.start}") from None
+    except BadReport as e:
+        raise BadReport(f"{name}: {e}") from None
     threads = report.get("threads") if isinstance(report, dict) else None
-    if not isinstance(threads, list) or not isinstance(report.get("errors", []), list) or \
-            not isinstance(report.get("timings", {}), dict) or not all(
-            isinstance(t, dict) and isinstance(t.get("frames", []), list) and
-            all(isinstance(f, dict) for f in t.get("frames", [])) for t in threads):
-        raise BadReport(f"{args.report} is not a collector report (threads of frames)")
-    return report
+    if not isinstance(threads, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("frames", []), list) for t in threads):
+        raise BadReport(f"{name} is not a collector report (threads of frames)")
+    return conform(report)
 
 
 def register(sub) -> None:

@@ -65,4 +65,6 @@ def frames(thread: dict | None) -> list[str]:
 def compute(report: dict) -> str:
     exe = (report.get("process") or {}).get("exe") or "?"
     keys = frames(crashed_thread(report.get("threads") or [])) or [f"exe:{os.path.basename(exe)}"]
-    return hashlib.sha256("\n".join([VERSION, *keys]).encode()).hexdigest()[:32]
+    # a name may hold a file name's undecodable bytes (surrogates): hashed as they are
+    text = "\n".join([VERSION, *keys]).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(text).hexdigest()[:32]

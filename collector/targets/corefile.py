@@ -33,6 +33,7 @@ _PHDR = struct.Struct("<IIQQ8xQQ8x")          # type, flags, offset, vaddr, file
 NOTE_LIMITS = {NT_PRSTATUS: 4096, NT_PRPSINFO: 4096, NT_SIGINFO: 4096, NT_AUXV: 64 << 10,
                NT_FILE: 16 << 20}
 MAX_THREADS = 16384
+MAX_FILE_OFFSET = (1 << 63) - 1  # off_t
 SMALL_CODE = 1 << 20        # anonymous executable segments kept up to this size (JIT code)
 
 # struct elf_prstatus: pr_pid at 32, pr_reg (struct user_regs_struct) at 112
@@ -159,6 +160,8 @@ def _take_note(kind: int, desc: bytes, notes: Notes) -> None:
         names = desc[16 + count * 24:].split(b"\0")
         for i in range(count):
             start, end, pgoff = struct.unpack_from("<QQQ", desc, 16 + i * 24)
+            if start >= end or pgoff * page > MAX_FILE_OFFSET:
+                continue  # no mapping the kernel writes: not worth one for a read
             path = names[i].decode("utf-8", "replace") if i < len(names) else ""
             notes.files[start] = (end, pgoff * page, path)
 

@@ -1,4 +1,8 @@
-"""Reading /proc/PID: status letters, threads, names and the mapping list."""
+"""Reading /proc/PID: status letters, threads, names and the mapping list.
+
+Names and paths are the target's bytes, not always UTF-8: they are decoded
+with surrogateescape, as Python decodes file names, so a path opens again
+and the report shows the byte (JSON `\udcff`, text `\xff`)."""
 from __future__ import annotations
 
 import os
@@ -29,7 +33,7 @@ def stat_fields(pid: int, tid: int | None = None) -> list[str]:
     path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     with open(path, "rb") as f:
         raw = f.read()
-    return raw[raw.rindex(b")") + 2:].decode().split()
+    return raw[raw.rindex(b")") + 2:].decode("ascii", "replace").split()
 
 
 def state(pid: int, tid: int | None = None) -> str | None:
@@ -45,7 +49,7 @@ def tids(pid: int) -> list[int]:
 
 def comm(pid: int, tid: int) -> str | None:
     try:
-        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+        with open(f"/proc/{pid}/task/{tid}/comm", errors="surrogateescape") as f:
             return f.read().rstrip("\n")
     except OSError:
         return None
@@ -117,7 +121,7 @@ def status(pid: int, tid: int | None = None) -> dict[str, str]:
     """/proc/PID[/task/TID]/status as a dict; empty if it cannot be read."""
     path = f"/proc/{pid}/status" if tid is None else f"/proc/{pid}/task/{tid}/status"
     try:
-        with open(path) as f:
+        with open(path, errors="surrogateescape") as f:
             return parse_status(f.read())
     except OSError:
         return {}
@@ -128,7 +132,7 @@ def status_field(pid: int, name: str) -> str | None:
 
 
 def maps(pid: int) -> list[Mapping]:
-    with open(f"/proc/{pid}/maps") as f:
+    with open(f"/proc/{pid}/maps", errors="surrogateescape") as f:
         return parse_maps(f.read())
 
 

@@ -287,3 +287,66 @@ def test_debuginfod_down_still_reports_within_budget(builds, spawn, tmp_path, se
     for thread in report["threads"]:
         assert not any(f.get("file") for f in exe_frames(thread, builds["split"]))
         assert thread["stop_reason"].startswith("outermost"), fmt_thread(thread)
+
+
+def addr2line_chain(exe, rel_pc: int) -> list[tuple[str, str | None, int | None]]:
+    """`addr2line -f -i -C` at one address: (function, file, line), innermost
+    first. binutils names a function inlined by gcc after its caller
+    (`pay` for `checkout`), so inlined functions are named by
+    llvm-symbolizer (installed with clang), which names them as gdb does."""
+    out = sh("addr2line", "-f", "-i", "-C", "-e", exe, hex(rel_pc)).splitlines()
+    names = out[0::2]
+    if len(names) > 1:
+        llvm = sh("llvm-symbolizer", "-f", "-i", "-C", "-e", exe, hex(rel_pc)).splitlines()
+        names = llvm[0::2][:-1] + names[-1:] if len(llvm[0::2]) == len(names) else llvm[0::2]
+    chain = []
+    for name, place in zip(names, out[1::2]):
+        file, _, line = place.rpartition(":")
+        line = line.split()[0]
+        chain.append((name, None if file == "??" else file,
+                      None if line in ("?", "0") else int(line)))
+    return chain
+
+
+def same_name(ours: str, theirs: str) -> bool:
+    """addr2line prints a C++ function with its parameters and qualified;
+    a report names an inlined function by DW_AT_name, as eu-stack -i does
+    (`checkout` for `shop::detail::checkout(int)`)."""
+    bare = lambda n: re.sub(r"\(.*\)( const)?$", "", n)  # noqa: E731
+    return bare(ours) == bare(theirs) or bare(theirs).endswith("::" + bare(ours))
+
+
+@pytest.mark.parametrize("compiler", ["g++", "clang++"])
+def test_attach_names_and_lines_equal_addr2line(compiler, spawn, tmp_path):
+    """A -O2 -g build of each compiler (clang's DWARF 5 carries
+    .debug_loclists, .debug_rnglists, .debug_addr, .debug_str_offsets),
+    attached with the default symbolization: every frame in the
+    executable, inlined ones included, is named and placed as addr2line
+    names and places it at that frame's lookup address."""
+    if shutil.which(compiler) is None or shutil.which("llvm-symbolizer") is None:
+        pytest.skip(f"{compiler} or llvm-symbolizer is not installed (scripts/venv test "
+                    "installs clang, which brings both)")
+    exe = tmp_path / "inline"
+    sh(compiler, "-O2", "-g", "-pthread", SOURCE, "-o", exe)
+    target = spawn(exe, WORKERS)
+    report = attach(target.pid).report
+    assert not [e for e in report["errors"] if "DWARF" in e], report["errors"]
+    checked = 0
+    for thread in report["threads"]:
+        frames = exe_frames(thread, exe)
+        physical = [i for i, f in enumerate(frames) if not f.get("inlined")]
+        start = 0
+        for i in physical:
+            group = frames[start:i + 1]  # inlined frames, innermost first, then the physical one
+            start = i + 1
+            own = group[-1]
+            at = own["rel_pc"] if thread["frames"].index(own) == 0 else own["rel_pc"] - 1
+            want = addr2line_chain(exe, at)
+            table = fmt_thread(thread) + f"\naddr2line at {at:#x}: {want}"
+            assert [(f.get("file"), f.get("line")) for f in group] == \
+                [(file, line) for _, file, line in want], table
+            for f, (name, _, _) in zip(group, want):
+                assert same_name(f["function"], name), table
+            checked += len(group)
+    inlined = sum(bool(f.get("inlined")) for t in report["threads"] for f in t["frames"])
+    assert checked >= 3 * (WORKERS + 1) and inlined >= WORKERS + 1, fmt_thread(report["threads"][0])

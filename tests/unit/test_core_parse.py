@@ -33,10 +33,11 @@ def prstatus(tid: int, rip: int, rsp: int) -> bytes:
     return head + struct.pack(f"<{len(regs)}Q", *regs.values()) + b"\0" * (336 - 112 - 8 * 20)
 
 
-def make_core(threads, loads, files=(), auxv=None) -> bytes:
+def make_core(threads, loads, files=(), auxv=None, file_note: bytes | None = None) -> bytes:
     """threads: [(tid, rip, rsp)]; loads: [(vaddr, data, memsz, flags)];
-    files: [(start, end, path)]. Laid out as the kernel does: headers,
-    notes, then page-aligned segment data in order."""
+    files: [(start, end, path)], or file_note: NT_FILE's raw contents. Laid
+    out as the kernel does: headers, notes, then page-aligned segment data
+    in order."""
     notes = b"".join(note(corefile.NT_PRSTATUS, prstatus(*t)) for t in threads)
     notes += note(corefile.NT_SIGINFO, struct.pack("<iii4xQ", 11, 0, 1, 0x10) + b"\0" * 104)
     aux = auxv or {corefile.AT_SYSINFO_EHDR: VDSO}
@@ -46,6 +47,8 @@ def make_core(threads, loads, files=(), auxv=None) -> bytes:
         body += b"".join(struct.pack("<QQQ", s, e, 0) for s, e, _ in files)
         body += b"".join(p.encode() + b"\0" for _, _, p in files)
         notes += note(corefile.NT_FILE, body)
+    if file_note is not None:
+        notes += note(corefile.NT_FILE, file_note)
     phnum = 1 + len(loads)
     offset = 64 + 56 * phnum
     phdrs = [struct.pack("<IIQQQQQQ", 4, 0, offset, 0, 0, len(notes), 0, 1)]
@@ -186,3 +189,87 @@ def test_window_of_an_sp_at_the_start_of_its_segment():
     got = stream_bytes(data, stack_window=0x1000)
     assert got.space.read(STACK, 8) == struct.pack("<Q", STACK)
     assert got.bytes_kept == 0x1000
+
+
+def use_space(space) -> None:
+    """What unwinding asks of a core's space: maps, threads, registers, reads."""
+    for mapping in space.maps()[:16]:
+        space.file_for(mapping)
+        try:
+            space.read(mapping.start, 16)
+        except MemoryFault:
+            pass
+    for tid in space.threads()[:16]:
+        regs = space.registers(tid)
+        try:
+            space.read(regs.get(RSP, 0), 64)
+        except MemoryFault:
+            pass
+
+
+def both_doors(data: bytes, tmp: str) -> None:
+    """The core read from a file (`collector core FILE`) and streamed (the
+    kernel's pipe): CoreError or a space, nothing else."""
+    with open(tmp, "wb") as f:
+        f.write(data)
+    try:
+        space, _ = corefile.open_core(tmp)
+    except corefile.CoreError:
+        pass
+    else:
+        try:
+            use_space(space)
+        finally:
+            space.close()
+    got = stream_bytes(data, stack_window=0x1000)
+    if got.space is not None:
+        try:
+            use_space(got.space)
+        finally:
+            got.space.close()
+
+
+HUGE = st.sampled_from([2**63, 2**64 - 1, 2**40, 2**32 - 1, 1 << 30]) | st.integers(0, 2**64 - 1)
+
+
+@functools.lru_cache(maxsize=None)
+def with_files() -> bytes:
+    stack = stack_bytes(0x4000)
+    return make_core([(7, TEXT + 0x10, STACK + 0x2000)],
+                     [(TEXT, b"", 0x2000, corefile.PF_R | corefile.PF_X),
+                      (STACK, stack, len(stack), corefile.PF_R | corefile.PF_W)],
+                     files=[(TEXT, TEXT + 0x1000, "/bin/true"),
+                            (TEXT + 0x1000, TEXT + 0x2000, "/dev/zero")])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(range(4)), st.sampled_from((8, 16, 32, 40)), HUGE)
+def test_program_header_fields_huge(index, field, value):
+    """A segment's offset, address or sizes anywhere up to 2**64."""
+    data = bytearray(with_files())
+    struct.pack_into("<Q", data, 64 + 56 * min(index, 2) + field, value)
+    with tempfile.TemporaryDirectory() as d:
+        both_doors(bytes(data), f"{d}/core")
+
+
+PATHS = st.sampled_from([b"/bin/true", b"/bin/true", b"/dev/zero", b"/tmp", b"/proc/self/fd/0"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**64 - 1), st.sampled_from([PAGE, 1]) | HUGE,
+       st.lists(st.tuples(st.just(TEXT), st.just(TEXT + 0x1000) | HUGE, st.just(0) | HUGE,
+                          PATHS | st.binary(max_size=40)) | st.tuples(HUGE, HUGE, HUGE, PATHS),
+                min_size=1, max_size=6))
+def test_file_list_of_any_shape(count, page, entries):
+    """NT_FILE with any count (the true one most of the time), page size,
+    ranges (often the text segment's, which is read from the file) and
+    path bytes (naming nothing, a device, undecodable bytes)."""
+    count = count if count % 4 == 0 else len(entries)
+    body = struct.pack("<QQ", count, page)
+    body += b"".join(struct.pack("<QQQ", s, e, o) for s, e, o, _ in entries)
+    body += b"".join(p + b"\0" for *_, p in entries)
+    data = make_core([(7, TEXT, STACK + 0x100)],
+                     [(TEXT, b"", 0x1000, corefile.PF_R | corefile.PF_X),
+                      (STACK, stack_bytes(0x1000), 0x1000, corefile.PF_R)], file_note=body)
+    with tempfile.TemporaryDirectory() as d:
+        both_doors(data, f"{d}/core")

@@ -25,6 +25,7 @@ def use(data: bytes) -> None:
             table.lookup(0x1000)
         for name in list(elf.sections)[:32]:
             elf.section_data(name)
+            elf.content_size(elf.sections[name])
     except ElfError:
         pass
 

@@ -1,11 +1,16 @@
 """pc -> file:line:column and the chain of inlined calls at it, from DWARF
 (.debug_line, .debug_info; DWARF 4 and 5).
 
-pyelftools parses DIEs and line programs; it is handed only the sections
-that lookup needs, decompressed by our ELF reader (.debug_loclists, often
-the biggest, is never touched). An address goes to its one compile unit
-through .debug_aranges, which we read ourselves (pyelftools decodes it
-entry by entry, ~100x slower), else through the units' own ranges.
+pyelftools parses DIEs and line programs; it is handed every DWARF section
+it may dereference, decompressed by our ELF reader (.debug_loc and
+.debug_loclists, often the biggest, only when a DW_FORM_loclistx, as clang
+writes, makes it look). An address goes to its one compile unit through
+.debug_aranges, which we read ourselves (pyelftools decodes it entry by
+entry, ~100x slower), else through the units' own ranges.
+
+pyelftools has no error contract on bad input (AssertionError,
+RecursionError, ZeroDivisionError, ... besides its own): `locate` is the one
+boundary where whatever it raises becomes LineError.
 """
 from __future__ import annotations
 
@@ -14,16 +19,15 @@ import io
 import struct
 from dataclasses import dataclass
 
-from elftools.common.exceptions import DWARFError, ELFError
-from elftools.construct import ConstructError
 from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DwarfConfig, DWARFInfo
 from elftools.dwarf.ranges import BaseAddressEntry
 
 from .dwarf_scan import CONTAINERS, Unsupported, function_offsets
-from ..elf import ElfError, ElfFile
+from ..elf import SHT_NOBITS, ElfError, ElfFile
 
 _SECTIONS = ("info", "abbrev", "str", "line", "line_str", "ranges", "rnglists",
-             "addr", "str_offsets")
+             "addr", "str_offsets", "types", "sup")
+_ON_DEMAND = ("loc", "loclists")
 _SCOPES = {"DW_TAG_subprogram", "DW_TAG_inlined_subroutine", "DW_TAG_lexical_block"}
 MAX_DEPTH = 64   # nesting of scopes followed at one address
 MAX_NAME_HOPS = 8  # abstract_origin / specification links followed for a name
@@ -48,7 +52,10 @@ class DwarfLines:
     compile unit: a unit's line table and DIE tree are decoded on first use."""
 
     def __init__(self, elf: ElfFile):
+        """Raises ElfError only: pyelftools decodes nothing before `locate`."""
         self._dwarf = _dwarf_info(elf)
+        if self._dwarf.debug_info_sec is None:
+            raise ElfError(f"{elf.name}: .debug_info has no contents")
         self._info = self._dwarf.debug_info_sec.stream.getvalue()
         self._aranges = _aranges(elf)
         self._unit_ranges: list[tuple[int, int, int]] | None = None
@@ -66,8 +73,7 @@ class DwarfLines:
             self._found[addr] = []  # a failure is said once per address
             try:
                 found = self._found[addr] = self._locate(addr)
-            except (ELFError, DWARFError, ConstructError, KeyError, IndexError, ValueError,
-                    AttributeError, TypeError, NotImplementedError, struct.error) as e:
+            except Exception as e:  # the boundary: see the module's docstring
                 raise LineError(f"DWARF at {addr:#x}: {type(e).__name__}: {e}") from None
         return found
 
@@ -145,17 +151,36 @@ class DwarfLines:
 
 def _dwarf_info(elf: ElfFile) -> DWARFInfo:
     sections = {}
-    for short in _SECTIONS:
+    for short in _SECTIONS + _ON_DEMAND:
         name = f".debug_{short}"
-        data = elf.section_data(name)
-        sections[f"debug_{short}_sec"] = None if data is None else DebugSectionDescriptor(
-            io.BytesIO(bytes(data)), name, None, len(data), 0)
+        section = elf.sections.get(name)
+        if section is None or section.type == SHT_NOBITS:
+            sections[f"debug_{short}_sec"] = None
+            continue
+        if short in _ON_DEMAND:
+            stream, size = _OnDemand(elf, section), elf.content_size(section)
+        else:
+            data = bytes(elf.contents(section))
+            stream, size = io.BytesIO(data), len(data)
+        sections[f"debug_{short}_sec"] = DebugSectionDescriptor(stream, name, None, size, 0)
+    # looked up by our own code (aranges) or never needed for lines (CFI, pubnames)
     none = dict.fromkeys(("debug_aranges_sec", "debug_frame_sec", "eh_frame_sec",
-                          "debug_loc_sec", "debug_pubtypes_sec", "debug_pubnames_sec",
-                          "debug_loclists_sec", "debug_sup_sec", "gnu_debugaltlink_sec",
-                          "debug_types_sec"))
+                          "debug_pubtypes_sec", "debug_pubnames_sec", "gnu_debugaltlink_sec"))
     return DWARFInfo(DwarfConfig(little_endian=True, machine_arch="x64", default_address_size=8),
                      **sections, **none)
+
+
+class _OnDemand:
+    """A section's stream, read (and decompressed) on first use."""
+
+    def __init__(self, elf: ElfFile, section):
+        self._load = lambda: io.BytesIO(bytes(elf.contents(section)))
+        self._stream = None
+
+    def __getattr__(self, name):
+        if self._stream is None:
+            self._stream = self._load()
+        return getattr(self._stream, name)
 
 
 def _aranges(elf: ElfFile) -> tuple[list[int], list[tuple[int, int, int]]] | None:
@@ -226,12 +251,25 @@ def _file_name(cu, program, index) -> str | None:
         return name
     dirs = header["include_directory"]
     d = entry.dir_index if version >= 5 else entry.dir_index - 1
-    if d == -1:  # DWARF 4's directory 0: the unit's DW_AT_comp_dir
-        comp_dir = _attr(cu.get_top_DIE(), "DW_AT_comp_dir")
-        return f"{_text(comp_dir).rstrip('/')}/{name}" if comp_dir else name
     if 0 <= d < len(dirs):
-        return f"{_text(dirs[d]).rstrip('/')}/{name}"
-    return name
+        directory = _text(dirs[d])
+    else:  # DWARF 4's directory 0 is the unit's DW_AT_comp_dir
+        directory = _comp_dir(cu) if d == -1 else ""
+    if directory and not directory.startswith("/"):
+        # relative to the compilation directory (DWARF 5: directory 0), as clang
+        # writes; a relative one (glibc's "./posix") is left out, as elfutils does
+        base = _text(dirs[0]) if version >= 5 and d != 0 else _comp_dir(cu)
+        if base.startswith("/"):
+            directory = _join(base, directory)
+    return _join(directory, name)
+
+
+def _comp_dir(cu) -> str:
+    return _text(_attr(cu.get_top_DIE(), "DW_AT_comp_dir") or "")
+
+
+def _join(directory: str, name: str) -> str:
+    return f"{directory.rstrip('/')}/{name}" if directory and name else directory or name
 
 
 def _text(value) -> str:
