@@ -26,7 +26,8 @@ def watch(args) -> dict | None:
             print(f"collector: watching pid {pid}", file=sys.stderr, flush=True)
             t.follow(lambda info: True)
         finally:
-            t.detach_all()
+            t.finish()
+    tracer.say_unreleased(t)
     if reports:
         reports[0]["timings"]["stopped_ms"] = round(t.stopped_ms, 3)
         return reports[0]
