@@ -66,6 +66,8 @@ class CannotRun(CollectorError):
     exit_code = 127  # as a shell says of a program it cannot execute
 
 
+INTERRUPTED = 130  # SIGINT, as a shell says of a program it ended
+
 EXIT_CODES = [
     (0, "success"),
     (1, "internal error (a bug: please report it)"),
@@ -83,4 +85,7 @@ EXIT_CODES = [
     (NotDelivered.exit_code, "a report reached no sink and could not be spooled either"),
     (FlushIncomplete.exit_code, "spooled reports could not all be delivered (they stay spooled)"),
     (CannotRun.exit_code, "run: the program cannot be executed"),
+    (INTERRUPTED, "interrupted (SIGINT); anything held or traced was released first"),
+    ("128+N", "run: the program was killed by signal N; or the collector got signal N "
+     "(SIGTERM 143, SIGINT 130), released the program and left it running"),
 ]

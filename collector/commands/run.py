@@ -34,7 +34,7 @@ def run(args) -> dict | None:
         return True
 
     with tracer.signals_blocked() as mask:
-        t, untraced, error = tracer.start(argv, mask, on_crash, args.stack_window,
+        t, untraced, failed = tracer.start(argv, mask, on_crash, args.stack_window,
                                           args.stop_timeout)
         if untraced:  # the program runs all the same, without a report
             print(f"collector: cannot trace {argv[0]}: {untraced}", file=sys.stderr)
@@ -42,13 +42,14 @@ def run(args) -> dict | None:
             t.follow(on_signal)
         finally:
             t.finish()
+            error = tracer.exec_error(failed)
     if error:
-        raise CannotRun(f"cannot run {argv[0]}: {error.decode(errors='replace')}")
+        raise CannotRun(f"cannot run {argv[0]}: {error}")
     if reports:
         reports[0]["timings"]["stopped_ms"] = round(t.stopped_ms, 3)
     tracer.say_unreleased(t)
     if t.status is None:
-        print(f"collector: left {argv[0]} (pid {t.pid}) running, untraced", file=sys.stderr)
+        print(f"collector: left {argv[0]} (pid {t.pid}) to itself, untraced", file=sys.stderr)
         args.exit_status = 128 + signalled[-1] if signalled else 1
     else:
         print(f"collector: {argv[0]} {tracer.describe(t.status)}", file=sys.stderr)

@@ -273,10 +273,11 @@ def _request(request: int, tid: int, sig: int) -> bool:
 
 
 def start(argv: list[str], mask, on_crash: Callable[[Crash], None], stack_window: int,
-          stop_timeout: float) -> tuple[Tracer, str | None, bytes]:
+          stop_timeout: float) -> tuple[Tracer, str | None, int]:
     """Fork and exec `argv`, traced from its first instruction. Returns the
-    tracer, why it could not be traced (it runs all the same), and what the
-    exec said if it failed."""
+    tracer, why it could not be traced (it runs all the same), and the pipe
+    on which a failed exec says why (read it with exec_error once followed:
+    a child stopped before its exec would hold a read forever)."""
     pid, go, failed = _spawn(argv, mask)
     t = Tracer(pid, on_crash, stack_window, stop_timeout, child=True)
     untraced = None
@@ -287,9 +288,17 @@ def start(argv: list[str], mask, on_crash: Callable[[Crash], None], stack_window
         untraced = str(e)
     finally:
         os.close(go)          # let the child exec, traced or not
-    error = os.read(failed, 256)
-    os.close(failed)
-    return t, untraced, error
+    return t, untraced, failed
+
+
+def exec_error(failed: int) -> str:
+    """What the exec said, if it failed ('' if it has not, or not yet)."""
+    try:
+        return os.read(failed, 256).decode(errors="replace")
+    except BlockingIOError:
+        return ""
+    finally:
+        os.close(failed)
 
 
 def _spawn(argv: list[str], mask) -> tuple[int, int, int]:
@@ -297,6 +306,7 @@ def _spawn(argv: list[str], mask) -> tuple[int, int, int]:
     from its first instruction); an exec error comes back on `failed`."""
     go_r, go_w = os.pipe()
     failed_r, failed_w = os.pipe2(os.O_CLOEXEC)
+    os.set_blocking(failed_r, False)
     pid = os.fork()
     if pid == 0:
         try:
