@@ -190,14 +190,13 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def program_of(pid: int) -> int | None:
-    """The child of `pid` that runs the fixture (the collector has other
-    children for a moment: python-ptrace runs ldconfig)."""
+def program_of(pid: int, exe: Path) -> int | None:
+    """The child of `pid` that runs `exe`, once exec'd (the collector has
+    other children for a moment: python-ptrace runs ldconfig)."""
     for child in children(pid):
         try:
-            with open(f"/proc/{child}/cmdline", "rb") as f:
-                if b"threads_crash" in f.read():
-                    return child
+            if os.readlink(f"/proc/{child}/exe") == str(exe.resolve()):
+                return child
         except OSError:
             pass
     return None
@@ -229,12 +228,12 @@ def interrupt_once(b: Bench, case, sig: int, delay: float, n: int) -> dict:
     t_end = time.monotonic() + delay
     while time.monotonic() < t_end and c.poll() is None:
         if command == "run" and program is None:
-            program = program_of(c.pid)
+            program = program_of(c.pid, b.threads)
             if program is not None and doing == "stopped":
                 os.kill(program, signal.SIGSTOP)
         time.sleep(0.002)
     if command == "run" and program is None:
-        program = program_of(c.pid)
+        program = program_of(c.pid, b.threads)
     if c.poll() is None:
         c.send_signal(sig)
     outcome = {"case": f"{command} {doing}", "signal": signal.Signals(sig).name,
@@ -246,7 +245,7 @@ def interrupt_once(b: Bench, case, sig: int, delay: float, n: int) -> dict:
     if b"Traceback" in err and not hung:
         outcome["failures"].append("traceback: " + err.decode(errors="replace")[-300:])
     if command == "run" and program is None:   # killed before its fork, or then orphaned
-        program = program_of(os.getpid())
+        program = program_of(os.getpid(), b.threads)
     pid = target.pid if target else program
     if pid is not None:
         want = "gone" if doing == "crashing" else doing

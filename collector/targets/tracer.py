@@ -181,7 +181,10 @@ class Tracer:
             else:
                 _request(ptrace_func.PTRACE_CONT, tid, sig)
         elif event == PTRACE_EVENT_STOP and sig in STOP_SIGNALS:
-            _request(PTRACE_LISTEN, tid, 0)   # a group-stop: stay stopped, keep watching
+            try:  # a group-stop: stay stopped, keep watching
+                _request(PTRACE_LISTEN, tid, 0)
+            except PtraceError:  # EIO: the group-stop ended (SIGCONT) before we got here
+                _request(ptrace_func.PTRACE_CONT, tid, 0)
         else:
             _request(ptrace_func.PTRACE_CONT, tid, 0)
 
