@@ -243,7 +243,11 @@ def interrupt_once(b: Bench, case, sig: int, delay: float, n: int) -> dict:
         outcome["failures"].append("hang: " + err.decode(errors="replace")[-1500:])
     outcome["rc"] = c.returncode
     if b"Traceback" in err and not hung:
-        outcome["failures"].append("traceback: " + err.decode(errors="replace")[-300:])
+        text = err.decode(errors="replace")
+        if str(REPO / "collector") in text:
+            outcome["failures"].append("traceback: " + text[-1500:])
+        else:  # SIGINT while Python itself starts, before the collector's first line
+            outcome["startup_tracebacks"] = 1
     if command == "run" and program is None:   # killed before its fork, or then orphaned
         program = program_of(os.getpid(), b.threads)
     pid = target.pid if target else program
@@ -368,7 +372,9 @@ def main() -> int:
     kinds = lambda word: sum(word in why for o in got for why in o["failures"])  # noqa: E731
     print(f"seed {seed}: {len(got)} interrupts: {kinds('hang')} hangs, "
           f"{kinds('want ')} targets left stopped/traced/running, {kinds('half a report')} "
-          f"half-written reports, {kinds('traceback')} tracebacks; "
+          f"half-written reports, {kinds('traceback')} tracebacks in the collector "
+          f"({sum(o.get('startup_tracebacks', 0) for o in got)} more in Python's start-up, "
+          f"before the collector's first line); "
           f"{max((o['temp_files'] for o in got), default=0)} temp files left at most")
     for kind, runs in crashed.items():
         print(f"run {kind}: {len(runs)} runs, {sum('hang' in w for w in runs)} hangs, "

@@ -3,8 +3,6 @@ cli.main, guarded so that SIGINT at any moment of our code, the imports
 before cli.main's own try and the way out after it included, ends with one
 line and exit 130, never a traceback. (Python's own start-up, before this
 file runs, is out of our reach.)"""
-import os
-import signal
 
 
 def main() -> int:
@@ -14,8 +12,10 @@ def main() -> int:
             return cli_main()
         finally:
             # the command is done, or is being ended: a later SIGINT has nothing to stop
+            import signal
             signal.signal(signal.SIGINT, signal.SIG_IGN)
     except KeyboardInterrupt:
+        import os
         try:
             os.write(2, b"collector: interrupted\n")
         except OSError:
