@@ -168,7 +168,7 @@ def imports_begun(pid: int) -> bool:
         with open(f"/proc/{pid}/maps") as f:
             return "_ctypes" in f.read()
     except OSError:
-        return True   # it has finished
+        return False
 
 
 def test_sigint_at_random_moments_of_start_up(builder, spawn):
@@ -184,7 +184,8 @@ def test_sigint_at_random_moments_of_start_up(builder, spawn):
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              stdin=subprocess.DEVNULL, env=collector_env(),
                              cwd=tempfile.gettempdir(), start_new_session=True)
-        wait_for(lambda: imports_begun(c.pid), 30, "the collector imports its modules")
+        wait_for(lambda: c.poll() is not None or imports_begun(c.pid), 30,
+                 "the collector imports its modules")
         time.sleep(rng.uniform(0, 0.3))
         c.send_signal(signal.SIGINT)
         _, err = c.communicate(timeout=30)
