@@ -1,3 +1,28 @@
-from .cli import main
+"""The `collector` command (`python -m collector`, and the installed script):
+cli.main, guarded so that SIGINT at any moment of our code, the imports
+before cli.main's own try and the way out after it included, ends with one
+line and exit 130, never a traceback. (Python's own start-up, before this
+file runs, is out of our reach.)"""
 
-raise SystemExit(main())
+
+def main() -> int:
+    try:
+        try:
+            from .cli import main as cli_main
+            return cli_main()
+        finally:
+            # the command is done, or is being ended: a later SIGINT has nothing to stop
+            import signal
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except KeyboardInterrupt:
+        import os
+        try:
+            os.write(2, b"collector: interrupted\n")
+        except OSError:
+            pass
+        from .errors import INTERRUPTED
+        return INTERRUPTED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

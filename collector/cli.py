@@ -16,7 +16,7 @@ import sys
 from . import __version__, config
 from .commands import COMMANDS
 from .commands.options import EPILOG
-from .errors import CollectorError
+from .errors import INTERRUPTED, CollectorError
 
 
 def _modules(argv: list[str]) -> list[str]:
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         print("collector: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

@@ -75,6 +75,8 @@ class CannotRun(CollectorError):
     exit_code = 127  # as a shell says of a program it cannot execute
 
 
+INTERRUPTED = 130  # SIGINT, as a shell says of a program it ended
+
 EXIT_CODES = [
     (0, "success"),
     (1, "internal error (a bug: please report it); list, show: no report matches"),
@@ -93,4 +95,7 @@ EXIT_CODES = [
     (FlushIncomplete.exit_code, "spooled reports could not all be delivered (they stay spooled)"),
     (StoreUnavailable.exit_code, "list, show: the report store cannot be read"),
     (CannotRun.exit_code, "run: the program cannot be executed"),
+    (INTERRUPTED, "interrupted (SIGINT); anything held or traced was released first"),
+    ("128+N", "run: the program was killed by signal N; or the collector got signal N "
+     "(SIGTERM 143, SIGINT 130), released the program and left it running"),
 ]

@@ -7,7 +7,7 @@ from .. import config
 from ..errors import EXIT_CODES
 from ..targets import DEFAULT_KEEP, DEFAULT_STACK_WINDOW, DEFAULT_STOP_TIMEOUT
 
-EPILOG = "exit codes:\n" + "\n".join(f"  {code:<3} {what}" for code, what in EXIT_CODES)
+EPILOG = "exit codes:\n" + "\n".join(f"  {code!s:<5} {what}" for code, what in EXIT_CODES)
 DEFAULT_BUDGET = 10.0
 
 

@@ -1,6 +1,9 @@
 """`collector run [--] PROG ARGS...`: run a program as a tracee and report
 the fatal signal it dies of, if it dies of one. The collector exits as the
 program did: its exit code, or 128 + the number of the signal that killed it.
+A signal to the collector (SIGINT, SIGTERM, SIGHUP, SIGQUIT) is passed on to
+the program and releases it; if it has not ended GRACE seconds later it is
+left running, untraced, and the collector exits 128 + that signal.
 """
 from __future__ import annotations
 
@@ -19,27 +22,39 @@ def run(args) -> dict | None:
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
         raise UsageError("collector run: which program? (collector run [--] PROG ARGS...)")
+    signalled: list[int] = []
+
     def on_crash(crash):
         args.outlet.keep(crash_report("run", crash, args.max_frames, args.outlet.images))
 
+    def on_signal(info) -> bool:
+        tracer.forward(t.pid, info)
+        signalled.append(info.si_signo)
+        return True
+
     with tracer.signals_blocked() as mask:
-        t, untraced, error = tracer.start(argv, mask, on_crash, args.stack_window,
+        t, untraced, failed = tracer.start(argv, mask, on_crash, args.stack_window,
                                           args.stop_timeout)
         if untraced:  # the program runs all the same, without a report
             print(f"collector: cannot trace {argv[0]}: {untraced}", file=sys.stderr)
         try:
-            t.follow(lambda info: tracer.forward(t.pid, info))
+            t.follow(on_signal)
         finally:
-            t.detach_all()
-        status = t.status if t.status is not None else os.waitpid(t.pid, 0)[1]
+            t.finish()
+            error = tracer.exec_error(failed)
     if error:
-        raise CannotRun(f"cannot run {argv[0]}: {error.decode(errors='replace')}")
+        raise CannotRun(f"cannot run {argv[0]}: {error}")
     report = args.outlet.kept
     if report:
         report["timings"]["stopped_ms"] = round(t.stopped_ms, 3)
-    print(f"collector: {argv[0]} {tracer.describe(status)}", file=sys.stderr)
-    code = os.waitstatus_to_exitcode(status)
-    args.exit_status = code if code >= 0 else 128 - code
+    tracer.say_unreleased(t)
+    if t.status is None:
+        print(f"collector: left {argv[0]} (pid {t.pid}) to itself, untraced", file=sys.stderr)
+        args.exit_status = 128 + signalled[-1] if signalled else 1
+    else:
+        print(f"collector: {argv[0]} {tracer.describe(t.status)}", file=sys.stderr)
+        code = os.waitstatus_to_exitcode(t.status)
+        args.exit_status = code if code >= 0 else 128 - code
     return report
 
 

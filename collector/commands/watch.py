@@ -24,7 +24,8 @@ def watch(args) -> dict | None:
             print(f"collector: watching pid {pid}", file=sys.stderr, flush=True)
             t.follow(lambda info: True)
         finally:
-            t.detach_all()
+            t.finish()
+    tracer.say_unreleased(t)
     report = args.outlet.kept
     if report:
         report["timings"]["stopped_ms"] = round(t.stopped_ms, 3)

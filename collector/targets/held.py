@@ -39,6 +39,8 @@ class Held:
         self.stopped: dict[int, int] = {}   # tid -> signal to hand back on detach
         self.failed: dict[int, str] = {}
         self.errors: list[str] = []
+        self.released: set[int] = set()   # detached
+        self.reaped: set[int] = set()     # exited, and their exit taken by our wait
 
     def hold(self, stop, copy) -> float:
         """stop(), then copy() while held; always release. Returns ms held."""
@@ -144,8 +146,7 @@ class Held:
         try:
             got, status = os.waitpid(tid, os.WNOHANG | WALL)
         except ChildProcessError:
-            self.failed[tid] = "exited while being stopped"
-            return True
+            got, status = tid, 0
         if got == 0:
             return False
         if os.WIFSTOPPED(status):
@@ -153,6 +154,7 @@ class Held:
             self.stopped[tid] = os.WSTOPSIG(status) if status >> 16 == 0 else 0
         else:
             self.failed[tid] = "exited while being stopped"
+            self.reaped.add(tid)
         return True
 
     def registers(self) -> dict[int, dict[int, int]]:
@@ -170,17 +172,22 @@ class Held:
         return regs
 
     def release(self) -> None:
-        for tid, sig in self.stopped.items():
+        """Detach every stopped thread, those with a signal to receive last: a
+        fatal one kills the others, and one killed while still traced is a
+        zombie only its tracer can reap."""
+        for tid, sig in sorted(self.stopped.items(), key=lambda item: item[1] != 0):
             try:
                 ptrace_func.ptrace(ptrace_func.PTRACE_DETACH, tid, 0, sig)
+                self.released.add(tid)
             except PtraceError as e:
                 if e.errno != errno.ESRCH:
                     self.errors.append(f"thread {tid}: detach failed: {e}")
                     continue
                 try:  # killed while held: reap it, or its exit waits for ours
-                    os.waitpid(tid, os.WNOHANG | WALL)
+                    if os.waitpid(tid, os.WNOHANG | WALL)[0] == tid:
+                        self.reaped.add(tid)
                 except ChildProcessError:
-                    pass
+                    self.reaped.add(tid)
         self.seized -= set(self.stopped)
 
 

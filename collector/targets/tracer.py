@@ -18,6 +18,7 @@ import contextlib
 import errno
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -27,7 +28,8 @@ from ptrace.binding import func as ptrace_func
 
 from ..errors import NoSuchProcess, NotPermitted
 from . import DEFAULT_STACK_WINDOW, DEFAULT_STOP_TIMEOUT, procfs
-from .held import PTRACE_EVENT_STOP, PTRACE_SEIZE, WALL, Held, why_not_permitted
+from .held import (PTRACE_EVENT_STOP, PTRACE_INTERRUPT, PTRACE_SEIZE, WALL, Held,
+                   why_not_permitted)
 from .live import Capture, assemble
 from .procfs import ThreadInfo
 from .vmread import copy_stacks
@@ -38,6 +40,8 @@ STOP_SIGNALS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 COLLECTOR_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
 OPTIONS = 0x08 | 0x10        # PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC
 EVENT_CLONE = 3
+EVENT_EXEC = 4
+GRACE = 0.5  # seconds a released child (run) is given to exit before the collector leaves
 PTRACE_LISTEN = 0x4208
 
 
@@ -51,18 +55,25 @@ class Crash:
 
 
 class Tracer:
-    """The threads of one traced process and the loop that passes their stops on."""
+    """The threads of one traced process and the loop that passes their stops on.
+
+    Every wait is waitpid(-1, WNOHANG | __WALL), woken by SIGCHLD: never a wait
+    on one pid while other threads are traced (an exited thread stays a traced
+    zombie until its tracer reaps it, and the leader's exit waits for that)."""
 
     def __init__(self, pid: int, on_crash: Callable[[Crash], None],
                  stack_window: int = DEFAULT_STACK_WINDOW,
-                 stop_timeout: float = DEFAULT_STOP_TIMEOUT):
+                 stop_timeout: float = DEFAULT_STOP_TIMEOUT, child: bool = False):
         self.pid = pid
         self.on_crash = on_crash
         self.stack_window = stack_window
         self.stop_timeout = stop_timeout
+        self.child = child                # ours (run): follow until its exit status is known
         self.tracees: set[int] = set()
         self.status: int | None = None    # the wait status of the process, once known
-        self.released = False             # detached (after a crash, or when told to stop)
+        self.releasing = False            # every stop now detaches (after a crash, or told to)
+        self.threads_by: float | None = None  # when releasing: give up on threads that never stop
+        self.child_by: float | None = None    # when releasing: stop waiting for the child
         self.stopped_ms = 0.0             # how long the crash held the process
 
     def seize_all(self) -> None:
@@ -76,7 +87,7 @@ class Tracer:
                     if e.errno == errno.ESRCH:
                         continue
                     if e.errno == errno.EPERM:
-                        self.detach_all()
+                        self.finish()
                         raise NotPermitted(why_not_permitted(self.pid)) from None
                     raise
                 self.tracees.add(tid)
@@ -84,22 +95,61 @@ class Tracer:
             raise NoSuchProcess(f"pid {self.pid} exited")
 
     def follow(self, on_signal: Callable[[signal.struct_siginfo], bool]) -> None:
-        """Pass stops on until the process is gone or released. Signals sent
-        to the collector go to `on_signal`; if it returns True every thread
-        is detached and following ends."""
-        while not self.released and self.tracees:
-            info = signal.sigtimedwait({signal.SIGCHLD, *COLLECTOR_SIGNALS}, 1.0)
+        """Pass stops on until every thread is gone or released and, for a
+        child, its exit status is known. Signals sent to the collector go to
+        `on_signal`; if it returns True every thread is released, and the
+        child waited for only GRACE seconds more."""
+        while self._pending():
+            info = signal.sigtimedwait({signal.SIGCHLD, *COLLECTOR_SIGNALS}, self._tick())
             if info is not None and info.si_signo != signal.SIGCHLD and on_signal(info):
-                self.detach_all()
-                return
+                self.release(GRACE)
             self._drain()
 
+    def finish(self) -> None:
+        """Release whatever is still traced and settle, within bounded time."""
+        if not self.releasing:
+            self.release(GRACE)
+        self.follow(lambda info: True)
+
+    def release(self, child_wait: float | None) -> None:
+        """From now on every stop detaches the thread (with the signal it was
+        about to receive); interrupt them all so that each stops soon."""
+        now = time.monotonic()
+        if not self.releasing:
+            self.releasing = True
+            self.threads_by = now + self.stop_timeout
+        if child_wait is not None:
+            self.child_by = min(self.child_by or now + child_wait, now + child_wait)
+        for tid in sorted(self.tracees):
+            try:
+                ptrace_func.ptrace(PTRACE_INTERRUPT, tid, 0, 0)
+            except PtraceError:
+                pass  # gone: wait reports its exit
+
+    @property
+    def unreleased(self) -> list[int]:
+        """Threads still traced that would not stop (the kernel releases them
+        when the collector exits)."""
+        return sorted(self.tracees)
+
+    def _pending(self) -> bool:
+        now = time.monotonic()
+        if self.tracees and (self.threads_by is None or now < self.threads_by):
+            return True
+        return (self.child and self.status is None
+                and (self.child_by is None or now < self.child_by))
+
+    def _tick(self) -> float:
+        ends = [t for t in (self.threads_by, self.child_by) if t is not None]
+        return max(0.001, min([1.0, *(t - time.monotonic() for t in ends)]))
+
     def _drain(self) -> None:
-        while self.tracees and not self.released:
+        while True:
             try:
                 tid, status = os.waitpid(-1, os.WNOHANG | WALL)
-            except ChildProcessError:
+            except ChildProcessError:   # nothing left to wait for
                 self.tracees.clear()
+                self.child = False
                 return
             if tid == 0:
                 return
@@ -113,21 +163,34 @@ class Tracer:
             return
         self.tracees.add(tid)     # a new thread may stop before its creator reports it
         sig, event = os.WSTOPSIG(status), status >> 16
-        if event == 0:
+        if event == EVENT_CLONE:
+            new = _event_msg(tid)
+            self.tracees.add(new)
+            if self.releasing:
+                _request(PTRACE_INTERRUPT, new, 0)
+        elif event == EVENT_EXEC:  # an exec in another thread: that thread's id is gone
+            former = _event_msg(tid)
+            if former != tid:
+                self.tracees.discard(former)
+        if self.releasing:
+            if _request(ptrace_func.PTRACE_DETACH, tid, sig if event == 0 else 0):
+                self.tracees.discard(tid)
+        elif event == 0:
             if sig in FATAL and default_action(self.pid, tid, sig):
                 self._crash(tid, sig)
             else:
-                _resume(ptrace_func.PTRACE_CONT, tid, sig)
+                _request(ptrace_func.PTRACE_CONT, tid, sig)
         elif event == PTRACE_EVENT_STOP and sig in STOP_SIGNALS:
-            _resume(PTRACE_LISTEN, tid, 0)   # a group-stop: stay stopped, keep watching
+            try:  # a group-stop: stay stopped, keep watching
+                _request(PTRACE_LISTEN, tid, 0)
+            except PtraceError:  # EIO: the group-stop ended (SIGCONT) before we got here
+                _request(ptrace_func.PTRACE_CONT, tid, 0)
         else:
-            if event == EVENT_CLONE:
-                self.tracees.add(_event_msg(tid))
-            _resume(ptrace_func.PTRACE_CONT, tid, 0)
+            _request(ptrace_func.PTRACE_CONT, tid, 0)
 
     def _crash(self, tid: int, sig: int) -> None:
         """Hold every thread, let on_crash take what it needs, release them all
-        with their signals (the crashing thread's fatal one included)."""
+        with their signals (the crashing thread's fatal one last)."""
         t0 = time.monotonic()
         stopped_at = time.time()
         infos = {t: ThreadInfo(t, procfs.comm(self.pid, t), procfs.state(self.pid, t))
@@ -145,6 +208,7 @@ class Tracer:
             for fresh in procfs.new_threads(self.pid, held.known):
                 for t in fresh:
                     infos.setdefault(t, ThreadInfo(t, procfs.comm(self.pid, t), "R"))
+                    self.tracees.add(t)
                 held.interrupt(fresh, deadline)
             regs = held.registers()
             mappings = procfs.maps(self.pid)
@@ -152,23 +216,12 @@ class Tracer:
             capture = assemble(self.pid, infos, held, regs, mappings, regions, stopped_at, 0.0)
             self.on_crash(Crash(tid, sig, info, capture, t0))
         finally:
-            self.tracees -= held.seized | set(held.failed)
             held.release()
+            self.tracees -= held.released | held.reaped
             self.stopped_ms = (time.monotonic() - t0) * 1000
-            self.released = True
-            self.detach_all()
-
-    def detach_all(self) -> None:
-        """Stop and detach every thread still traced, handing back any signal
-        it was about to receive; a group-stopped process stays stopped."""
-        left = sorted(self.tracees)
-        if not left:
-            return
-        held = Held(self.pid)
-        held.interrupt(left, time.monotonic() + self.stop_timeout)
-        held.release()
-        self.tracees.clear()
-        self.released = True
+            # the rest (exited, or would not stop) is detached or reaped by follow();
+            # the program is dying: its child status comes when it is done
+            self.release(None)
 
 
 @contextlib.contextmanager
@@ -211,21 +264,25 @@ def _event_msg(tid: int) -> int:
         return tid
 
 
-def _resume(request: int, tid: int, sig: int) -> None:
+def _request(request: int, tid: int, sig: int) -> bool:
+    """False if the thread is gone meanwhile (wait reports its exit)."""
     try:
         ptrace_func.ptrace(request, tid, 0, sig)
     except PtraceError as e:
-        if e.errno != errno.ESRCH:   # gone meanwhile: its exit is reported by wait
+        if e.errno != errno.ESRCH:
             raise
+        return False
+    return True
 
 
 def start(argv: list[str], mask, on_crash: Callable[[Crash], None], stack_window: int,
-          stop_timeout: float) -> tuple[Tracer, str | None, bytes]:
+          stop_timeout: float) -> tuple[Tracer, str | None, int]:
     """Fork and exec `argv`, traced from its first instruction. Returns the
-    tracer, why it could not be traced (it runs all the same), and what the
-    exec said if it failed."""
+    tracer, why it could not be traced (it runs all the same), and the pipe
+    on which a failed exec says why (read it with exec_error once followed:
+    a child stopped before its exec would hold a read forever)."""
     pid, go, failed = _spawn(argv, mask)
-    t = Tracer(pid, on_crash, stack_window, stop_timeout)
+    t = Tracer(pid, on_crash, stack_window, stop_timeout, child=True)
     untraced = None
     try:
         ptrace_func.ptrace(PTRACE_SEIZE, pid, 0, OPTIONS)
@@ -234,9 +291,17 @@ def start(argv: list[str], mask, on_crash: Callable[[Crash], None], stack_window
         untraced = str(e)
     finally:
         os.close(go)          # let the child exec, traced or not
-    error = os.read(failed, 256)
-    os.close(failed)
-    return t, untraced, error
+    return t, untraced, failed
+
+
+def exec_error(failed: int) -> str:
+    """What the exec said, if it failed ('' if it has not, or not yet)."""
+    try:
+        return os.read(failed, 256).decode(errors="replace")
+    except BlockingIOError:
+        return ""
+    finally:
+        os.close(failed)
 
 
 def _spawn(argv: list[str], mask) -> tuple[int, int, int]:
@@ -244,6 +309,7 @@ def _spawn(argv: list[str], mask) -> tuple[int, int, int]:
     from its first instruction); an exec error comes back on `failed`."""
     go_r, go_w = os.pipe()
     failed_r, failed_w = os.pipe2(os.O_CLOEXEC)
+    os.set_blocking(failed_r, False)
     pid = os.fork()
     if pid == 0:
         try:
@@ -262,7 +328,7 @@ def _spawn(argv: list[str], mask) -> tuple[int, int, int]:
     return pid, go_w, failed_r
 
 
-def forward(pid: int, info) -> bool:
+def forward(pid: int, info) -> None:
     """A signal someone sent the collector itself goes on to the program; one
     from the terminal (si_code SI_KERNEL) reached the program on its own."""
     if info.si_code <= 0:
@@ -270,7 +336,13 @@ def forward(pid: int, info) -> bool:
             os.kill(pid, info.si_signo)
         except ProcessLookupError:
             pass
-    return False
+
+
+def say_unreleased(t: Tracer) -> None:
+    if t.unreleased:
+        print(f"collector: threads {', '.join(map(str, t.unreleased))} of pid {t.pid} would "
+              "not stop to be detached; the kernel releases them as the collector exits",
+              file=sys.stderr)
 
 
 def describe(status: int) -> str:
