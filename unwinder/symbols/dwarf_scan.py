@@ -50,17 +50,11 @@ class UnitScan:
     parents: dict[int, int] = field(default_factory=dict)
 
 
-def scan_unit(info, cu) -> UnitScan:
-    """`info` is the .debug_info section (bytes). Raises Unsupported,
-    LebError on a LEB128 too long, or IndexError on a truncated unit."""
-    top = cu.get_top_DIE()
-    scan = _Scanner(info, cu)
-    if top.has_children:
-        scan.siblings(top.offset + top.size, 0, None)
-    return scan.out
+class Scanner:
+    """One unit's DIEs read by size. `info` is the .debug_info section
+    (bytes). Each method raises Unsupported, LebError on a LEB128 too long,
+    or IndexError on a truncated unit."""
 
-
-class _Scanner:
     def __init__(self, info, cu):
         self.info = info
         self.cu = cu
@@ -69,6 +63,49 @@ class _Scanner:
         self.end = cu.cu_offset + cu.size
         self.out = UnitScan()
         self._decls: dict[int, tuple] = {}
+
+    def unit(self) -> UnitScan:
+        """The whole unit's functions and scopes (call once)."""
+        top = self.cu.get_top_DIE()
+        if top.has_children:
+            self.siblings(top.offset + top.size, 0, None)
+        return self.out
+
+    def children(self, offset: int, tags) -> list[tuple[int, int | None, int | None]]:
+        """(offset, low, high) of the children of the DIE at `offset` whose
+        tag is in `tags` and that have code, their subtrees skipped."""
+        code, pos = uleb(self.info, offset)
+        if code == 0:
+            return []
+        _, has_children, _, steps, _ = self.decl(code)
+        pos, _ = self.attributes(pos, steps)
+        out = []
+        while has_children and pos < self.end:
+            start = pos
+            code, pos = uleb(self.info, pos)
+            if code == 0:
+                break
+            tag, has_children_, has_code, steps, specs = self.decl(code)
+            if tag in tags and has_code:
+                out.append((start, *self.pc_range(pos, specs)))
+            pos, sibling = self.attributes(pos, steps)
+            if has_children_:
+                pos = sibling if sibling is not None and sibling > start \
+                    else self.siblings(pos, 1, None)
+        return out
+
+    def attributes(self, pos: int, steps) -> tuple[int, int | None]:
+        """Skips one DIE's attributes: (the offset after them, its sibling)."""
+        sibling = None
+        for step in steps:
+            if step.__class__ is int:
+                pos += step
+            elif step.__class__ is tuple:
+                sibling = self.cu.cu_offset + self.value(step[0], pos)
+                pos = self.skip(step[0], pos)
+            else:
+                pos = self.skip(step, pos)
+        return pos, sibling
 
     def decl(self, code: int) -> tuple:
         """(tag, has_children, has_code, steps, specs): steps skip the DIE's
@@ -113,15 +150,7 @@ class _Scanner:
                     self.out.parents[start] = parent
                 if has_code:
                     self.out.functions.append((start, *self.pc_range(pos, specs)))
-            sibling = None
-            for step in steps:
-                if step.__class__ is int:
-                    pos += step
-                elif step.__class__ is tuple:
-                    sibling = self.cu.cu_offset + self.value(step[0], pos)
-                    pos = self.skip(step[0], pos)
-                else:
-                    pos = self.skip(step, pos)
+            pos, sibling = self.attributes(pos, steps)
             if not has_children:
                 continue
             if collect and tag in CONTAINERS and depth < MAX_DEPTH:

@@ -20,7 +20,7 @@ from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DwarfConfig, DWARFI
 from elftools.dwarf.ranges import BaseAddressEntry
 
 from . import line_program
-from .dwarf_scan import CONTAINERS, UnitScan, Unsupported, scan_unit
+from .dwarf_scan import CONTAINERS, Scanner, UnitScan, Unsupported
 from ..elf import ElfError, ElfFile
 
 _SECTIONS = ("info", "abbrev", "str", "line", "line_str", "ranges", "rnglists",
@@ -55,6 +55,7 @@ class DwarfLines:
         self._unit_ranges: list[tuple[int, int, int]] | None = None
         self._rows: dict[int, tuple[list[int], list[tuple]]] = {}
         self._functions: dict[int, tuple[list[int], list[tuple]]] = {}
+        self._scanners: dict[int, Scanner] = {}
         self._scans: dict[int, UnitScan | None] = {}
         self._found: dict[int, list[Location]] = {}
 
@@ -132,16 +133,39 @@ class DwarfLines:
         # ranges of distinct functions do not overlap; a few back for safety
         for lo, hi, offset in reversed(rows[max(0, i - 8):i + 1]):
             if lo <= addr < hi:
-                die = cu.get_DIE_from_refaddr(offset)
-                return [die] + _scopes_at(die, addr)
+                return [cu.get_DIE_from_refaddr(offset)] + self._scopes_in(cu, offset, addr)
         return []
+
+    def _scopes_in(self, cu, offset: int, addr: int) -> list:
+        """The nested DIEs (inlined calls, blocks) under the function at
+        `offset` that hold addr, outermost first; only those are decoded."""
+        out = []
+        try:
+            for _ in range(MAX_DEPTH):
+                for child, low, high in self._scanner(cu).children(offset, _SCOPES):
+                    if low is not None and low <= addr < high or low is None and any(
+                            lo <= addr < hi for lo, hi in _ranges(cu.get_DIE_from_refaddr(child))):
+                        out.append(cu.get_DIE_from_refaddr(child))
+                        offset = child
+                        break
+                else:
+                    return out
+        except Unsupported:
+            die = out[-1] if out else cu.get_DIE_from_refaddr(offset)
+            return out + _scopes_at(die, addr)
+        return out
+
+    def _scanner(self, cu) -> Scanner:
+        if cu.cu_offset not in self._scanners:
+            self._scanners[cu.cu_offset] = Scanner(self._info, cu)
+        return self._scanners[cu.cu_offset]
 
     def _scan(self, cu) -> UnitScan | None:
         """The unit's functions and scopes (None where dwarf_scan cannot size
         its DIEs: then pyelftools walks them)."""
         if cu.cu_offset not in self._scans:
             try:
-                self._scans[cu.cu_offset] = scan_unit(self._info, cu)
+                self._scans[cu.cu_offset] = self._scanner(cu).unit()
             except Unsupported:
                 self._scans[cu.cu_offset] = None
         return self._scans[cu.cu_offset]
