@@ -48,8 +48,10 @@ def decode(data: bytes, start: int, end: int, header) -> list[tuple[int, tuple |
         elif op == _ADVANCE_LINE:
             delta = data[pos]
             pos += 1
-            if delta >= 0x40:  # a negative one-byte value, or a longer one
+            if delta >= 0x80:
                 delta, pos = sleb(data, pos - 1)
+            elif delta >= 0x40:  # a negative one-byte value
+                delta -= 0x80
             line += delta
         elif op == 0:  # extended: a length, then the opcode and its operands
             size, pos = uleb(data, pos)
