@@ -2,6 +2,10 @@
 `eu-stack -s` (unwind + names + file:line) against the collector.
 
     .venv/bin/python bench/symbolize.py [--threads 50] [--depth 20] [--runs 7]
+    .venv/bin/python bench/symbolize.py --rust [--runs 7]
+
+--rust: tests/fixtures/park.rs instead (rustc -C opt-level=3 -g: 5 std
+threads, their std's large debug info; --threads and --depth do not apply).
 
 Prints medians (ms) of `eu-stack -s` and of symbolizing the same process's
 report two ways, each in a fresh interpreter: `symbolize_ms` as the report's
@@ -47,13 +51,18 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=50)
     p.add_argument("--depth", type=int, default=20)
     p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--rust", action="store_true")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as d:
         exe = Path(d) / "target"
-        subprocess.run(["gcc", "-O2", "-g", "-pthread", str(REPO / "bench" / "symbolize_target.c"),
-                        "-o", str(exe)], check=True)
-        target = subprocess.Popen([str(exe), str(args.threads), str(args.depth)],
-                                  stdout=subprocess.PIPE, text=True)
+        if args.rust:
+            build = ["rustc", "-C", "opt-level=3", "-g", str(REPO / "tests" / "fixtures" / "park.rs")]
+            argv = [str(exe)]
+        else:
+            build = ["gcc", "-O2", "-g", "-pthread", str(REPO / "bench" / "symbolize_target.c")]
+            argv = [str(exe), str(args.threads), str(args.depth)]
+        subprocess.run(build + ["-o", str(exe)], check=True)
+        target = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         try:
             assert target.stdout.readline().strip() == "ready"
             time.sleep(0.2)
@@ -72,7 +81,8 @@ def main() -> None:
     cold = [float(r[0]) for r in runs]
     warm = [float(r[1]) for r in runs]
     eu_ms, cold_ms, sym_ms, attach_ms = map(statistics.median, (eu, cold, warm, attach))
-    print(json.dumps({"threads": args.threads, "depth": args.depth, "frames": int(runs[0][2]),
+    shape = {"program": "rust"} if args.rust else {"threads": args.threads, "depth": args.depth}
+    print(json.dumps({**shape, "frames": int(runs[0][2]),
                       "eu_stack_s_ms": round(eu_ms, 1), "symbolize_ms": round(sym_ms, 1),
                       "symbolize_cold_ms": round(cold_ms, 1),
                       "collector_attach_ms": round(attach_ms, 1),

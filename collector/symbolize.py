@@ -113,7 +113,9 @@ class Symbolizer:
             name_function(inline, loc.linkage_name or loc.function)
             _place(inline, loc)
             out.append(inline)
-        if own.function:  # DWARF's name for the function, as eu-stack -i shows it
+        # DWARF's linkage name; else a mangled symbol, which says more than
+        # DWARF's bare name (addr2line's choice); else DWARF's qualified name
+        if own.linkage_name or (own.function and "linkage_name" not in frame):
             name_function(frame, own.linkage_name or own.function)
             if not found:
                 frame["offset"] = None

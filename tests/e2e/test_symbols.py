@@ -101,8 +101,8 @@ def eu_stack_inline(pid) -> dict[int, list[tuple]]:
     for line in out.splitlines():
         if m := re.match(r"TID (\d+):", line):
             cur = threads.setdefault(int(m.group(1)), [])
-        elif m := re.match(r"#\d+\s+0x([0-9a-f]+)\s+(.*)", line):
-            cur.append([int(m.group(1), 16), m.group(2).strip(), None, None, None])
+        elif m := re.match(r"#\d+\s+0x([0-9a-f]+)\s*(.*)", line):  # no name: libstdc++'s
+            cur.append([int(m.group(1), 16), m.group(2).strip() or None, None, None, None])
         elif m := re.match(r"\s+(\S+?):(\d+)(?::(\d+))?$", line):
             cur[-1][2:] = [m.group(1), int(m.group(2)), int(m.group(3)) if m.group(3) else None]
     return {tid: [tuple(f) for f in frames] for tid, frames in threads.items()}
@@ -110,6 +110,9 @@ def eu_stack_inline(pid) -> dict[int, list[tuple]]:
 
 @pytest.mark.skipif(shutil.which("eu-stack") is None, reason="eu-stack is not installed")
 def test_cxx_lines_inlines_and_names_equal_eu_stack(builds, spawn):
+    """Frames, file:line:column and the libraries' names as eu-stack -i -s;
+    the program's C++ names are qualified where eu-stack prints DWARF's bare
+    name (test_cxx_names.py holds them to addr2line and gdb)."""
     target = spawn(builds["full"], WORKERS)
     report = attach(target.pid).report
     eu = eu_stack_inline(target.pid)
@@ -120,13 +123,16 @@ def test_cxx_lines_inlines_and_names_equal_eu_stack(builds, spawn):
         for o, (pc, name, file, line, column) in zip(ours, theirs):
             assert o["pc"] == pc, table
             assert (o.get("file"), o.get("line"), o.get("column")) == (file, line, column), table
-            assert same_function(o["function"], name, o["module"]), table
-        inlined = [f for f in ours if f.get("inlined")]
-        assert [f["function"] for f in inlined] == ["checkout"], table
-        i = ours.index(inlined[0])
-        assert ours[i + 1]["pc"] == inlined[0]["pc"] and not ours[i + 1].get("inlined"), table
-        assert re.fullmatch(r"shop::Basket<(long|double)>::pay\(int\)", ours[i + 1]["function"])
-        assert ours[i + 1]["linkage_name"].startswith("_ZN4shop6Basket"), table
+            assert o.get("function") == name or same_function(o["function"], name, o["module"]) \
+                or same_path(o["module"], builds["full"]), table
+        checkout = [f for f in ours if f.get("inlined")
+                    and f["function"] == "shop::detail::checkout"]
+        assert len(checkout) == 1, table
+        i = ours.index(checkout[0])
+        assert ours[i + 1]["pc"] == checkout[0]["pc"] and not ours[i + 1].get("inlined"), table
+        assert re.fullmatch(r"shop::(Basket<(long|double)>::pay|Till<short>::ring)\(int\)",
+                            ours[i + 1]["function"]), table
+        assert ours[i + 1]["linkage_name"].startswith("_ZN4shop"), table
 
 
 def test_zstd_compressed_debug_sections(builds, spawn):

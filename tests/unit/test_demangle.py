@@ -1,5 +1,6 @@
-"""unwinder.symbols.demangle against binutils' c++filt (libiberty, which reads
-C++, Rust legacy and Rust v0): for every name c++filt demangles, ours is the
+"""unwinder.symbols.demangle against binutils' `c++filt -i` (libiberty, which
+reads C++, Rust legacy and Rust v0, without the verbose details: the form
+addr2line -C and gdb print): for every name c++filt demangles, ours is the
 same; for every name it leaves alone, ours is None."""
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ NOT_MANGLED = ["main", "_start", "__libc_start_main", "_Z", "_R", "_RNv", "_ZN3f
 
 
 def cxxfilt(names: list[str]) -> list[str]:
-    r = subprocess.run(["c++filt"], input="\n".join(names) + "\n", capture_output=True,
+    r = subprocess.run(["c++filt", "-i"], input="\n".join(names) + "\n", capture_output=True,
                        text=True, check=True)
     return r.stdout.splitlines()
 

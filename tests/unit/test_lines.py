@@ -220,3 +220,25 @@ def test_bytes_of_a_debug_section_replaced(pristine, name, flips):
     for where, value in flips:
         bad[offset + int(where * size)] = value
     only_line_errors(bytes(bad), addrs)
+
+
+def test_line_program_rows_equal_pyelftools(binary):
+    """Our line-program loop yields the rows pyelftools' decoder does, for
+    every unit (the fixture's and the C runtime's)."""
+    from unwinder.symbols import line_program
+    from unwinder.symbols.lines import _dwarf_info
+    _, path = binary
+    dwarf = _dwarf_info(ElfFile(path.read_bytes(), str(path)))
+    units = 0
+    for cu in dwarf.iter_CUs():
+        program = dwarf.line_program_for_CU(cu)
+        if program is None:
+            continue
+        theirs = [(e.state.address, None if e.state.end_sequence else
+                   (e.state.file, e.state.line, e.state.column))
+                  for e in program.get_entries() if e.state is not None]
+        ours = line_program.decode(program.stream.getvalue(), program.program_start_offset,
+                                   program.program_end_offset, program.header)
+        assert ours == theirs, cu.cu_offset
+        units += 1
+    assert units

@@ -1,13 +1,17 @@
-"""The offsets of a compile unit's function definitions, found by skipping
-over DIEs instead of decoding them.
+"""A compile unit's function definitions and the namespaces and classes
+that hold its functions, found by skipping over DIEs instead of decoding
+them.
 
 A unit's top level is mostly types and declarations; pyelftools decodes
 each DIE through construct (~50 us apiece: 150 ms for libc's few units in a
-typical stack). Sizing a DIE from its abbreviation's forms costs a few
-microseconds, and only the functions that have code (an abbreviation with
-DW_AT_low_pc or DW_AT_ranges) are handed to pyelftools.
+typical stack, seconds for a Rust std's). Sizing a DIE from its
+abbreviation's forms costs a few microseconds (runs of fixed-size forms are
+skipped in one step), a function's DW_AT_low_pc/DW_AT_high_pc are read on
+the way, and only the function that holds a pc is handed to pyelftools.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from ..leb128 import uleb
 
@@ -25,75 +29,156 @@ _LEB = {"DW_FORM_udata", "DW_FORM_sdata", "DW_FORM_ref_udata", "DW_FORM_strx",
         "DW_FORM_GNU_str_index"}
 _BLOCK_LEN = {"DW_FORM_block1": 1, "DW_FORM_block2": 2, "DW_FORM_block4": 4}
 _CU_REFS = {"DW_FORM_ref1", "DW_FORM_ref2", "DW_FORM_ref4", "DW_FORM_ref8", "DW_FORM_ref_udata"}
-CONTAINERS = {"DW_TAG_namespace", "DW_TAG_class_type", "DW_TAG_structure_type"}
+CONTAINERS = {"DW_TAG_namespace", "DW_TAG_class_type", "DW_TAG_structure_type",
+              "DW_TAG_union_type"}
 MAX_DEPTH = 64
+_HIGH_CONST = {"DW_FORM_data1", "DW_FORM_data2", "DW_FORM_data4", "DW_FORM_data8"}
 
 
 class Unsupported(Exception):
     """A form this scanner does not size (DW_FORM_indirect, a vendor form)."""
 
 
-def function_offsets(info, cu) -> list[int]:
-    """Section offsets of the DIEs under the unit's top DIE (and inside its
-    namespaces and classes) that are subprograms with code. `info` is the
-    .debug_info section (bytes). Raises Unsupported, LebError on a LEB128 too
-    long, or IndexError on a truncated unit."""
-    top = cu.get_top_DIE()
-    if not top.has_children:
-        return []
-    scan = _Scanner(info, cu)
-    scan.siblings(top.offset + top.size, 0, True)
-    return scan.found
+@dataclass
+class UnitScan:
+    """functions: (DIE offset, low, high) per subprogram with code; low and
+    high are None where they are not plain addresses (DW_AT_ranges, addrx):
+    the DIE must be decoded for them. parents: DIE offset -> offset of the
+    namespace or class it is declared in, for the subprograms and
+    containers inside one (top-level ones have none)."""
+    functions: list[tuple[int, int | None, int | None]] = field(default_factory=list)
+    parents: dict[int, int] = field(default_factory=dict)
 
 
-class _Scanner:
+class Scanner:
+    """One unit's DIEs read by size. `info` is the .debug_info section
+    (bytes). Each method raises Unsupported, LebError on a LEB128 too long,
+    or IndexError on a truncated unit."""
+
     def __init__(self, info, cu):
         self.info = info
         self.cu = cu
         self.abbrevs = cu.get_abbrev_table()
         self.offset_size = 4 if cu.structs.dwarf_format == 32 else 8
         self.end = cu.cu_offset + cu.size
-        self.found: list[int] = []
+        self.out = UnitScan()
         self._decls: dict[int, tuple] = {}
 
+    def unit(self) -> UnitScan:
+        """The whole unit's functions and scopes (call once)."""
+        top = self.cu.get_top_DIE()
+        if top.has_children:
+            self.siblings(top.offset + top.size, 0, None)
+        return self.out
+
+    def children(self, offset: int, tags) -> list[tuple[int, int | None, int | None]]:
+        """(offset, low, high) of the children of the DIE at `offset` whose
+        tag is in `tags` and that have code, their subtrees skipped."""
+        code, pos = uleb(self.info, offset)
+        if code == 0:
+            return []
+        _, has_children, _, steps, _ = self.decl(code)
+        pos, _ = self.attributes(pos, steps)
+        out = []
+        while has_children and pos < self.end:
+            start = pos
+            code, pos = uleb(self.info, pos)
+            if code == 0:
+                break
+            tag, has_children_, has_code, steps, specs = self.decl(code)
+            if tag in tags and has_code:
+                out.append((start, *self.pc_range(pos, specs)))
+            pos, sibling = self.attributes(pos, steps)
+            if has_children_:
+                pos = sibling if sibling is not None and sibling > start \
+                    else self.siblings(pos, 1, None)
+        return out
+
+    def attributes(self, pos: int, steps) -> tuple[int, int | None]:
+        """Skips one DIE's attributes: (the offset after them, its sibling)."""
+        sibling = None
+        for step in steps:
+            if step.__class__ is int:
+                pos += step
+            elif step.__class__ is tuple:
+                sibling = self.cu.cu_offset + self.value(step[0], pos)
+                pos = self.skip(step[0], pos)
+            else:
+                pos = self.skip(step, pos)
+        return pos, sibling
+
     def decl(self, code: int) -> tuple:
-        """(tag, has_children, has_code, [(form, is_cu_sibling)])."""
+        """(tag, has_children, has_code, steps, specs): steps skip the DIE's
+        attributes (an int: that many bytes; a form: one value of it;
+        (form,): the CU-relative DW_AT_sibling); specs are (name, form)."""
         cached = self._decls.get(code)
         if cached is None:
             d = self.abbrevs.get_abbrev(code)
-            specs = [(s.form, s.name == "DW_AT_sibling" and s.form in _CU_REFS)
-                     for s in d["attr_spec"]]
-            names = {s.name for s in d["attr_spec"]}
+            specs = [(s.name, s.form) for s in d["attr_spec"]]
+            steps: list = []
+            for name, form in specs:
+                size = self.fixed(form)
+                if name == "DW_AT_sibling" and form in _CU_REFS:
+                    steps.append((form,))
+                elif size is not None and steps and isinstance(steps[-1], int):
+                    steps[-1] += size
+                else:
+                    steps.append(form if size is None else size)
+            names = {name for name, _ in specs}
             has_code = "DW_AT_low_pc" in names or "DW_AT_ranges" in names
-            cached = self._decls[code] = (d["tag"], d.has_children(), has_code, specs)
+            cached = self._decls[code] = (d["tag"], d.has_children(), has_code, steps, specs)
         return cached
 
-    def siblings(self, pos: int, depth: int, collect: bool) -> int:
-        """Walks one list of sibling DIEs; returns the offset after its end."""
+    def fixed(self, form: str) -> int | None:
+        if form in _OFFSET:
+            return self.offset_size
+        return _FIXED.get(form)
+
+    def siblings(self, pos: int, depth: int, parent: int | None) -> int:
+        """Walks one list of sibling DIEs, recording what is in `parent` (a
+        container, or None at the top level when `depth` is 0; not recorded
+        below a DIE of another kind); returns the offset after its end."""
+        collect = parent is not None or depth == 0
         while pos < self.end:
             start = pos
             code, pos = uleb(self.info, pos)
             if code == 0:
                 return pos
-            tag, has_children, has_code, specs = self.decl(code)
-            sibling = None
-            for form, is_sibling in specs:
-                if is_sibling:
-                    sibling = self.cu.cu_offset + self.value(form, pos)
-                pos = self.skip(form, pos)
-            if collect and tag == "DW_TAG_subprogram" and has_code:
-                self.found.append(start)
+            tag, has_children, has_code, steps, specs = self.decl(code)
+            if collect and tag == "DW_TAG_subprogram":
+                if parent is not None:
+                    self.out.parents[start] = parent
+                if has_code:
+                    self.out.functions.append((start, *self.pc_range(pos, specs)))
+            pos, sibling = self.attributes(pos, steps)
             if not has_children:
                 continue
             if collect and tag in CONTAINERS and depth < MAX_DEPTH:
-                pos = self.siblings(pos, depth + 1, True)
+                if parent is not None:
+                    self.out.parents[start] = parent
+                pos = self.siblings(pos, depth + 1, start)
             elif sibling is not None and sibling > start:
                 pos = sibling
             elif depth < MAX_DEPTH:
-                pos = self.siblings(pos, depth + 1, False)
+                pos = self.siblings(pos, depth + 1, None)
             else:
                 raise Unsupported("DIEs nested too deep")
         return pos
+
+    def pc_range(self, pos: int, specs) -> tuple[int | None, int | None]:
+        """DW_AT_low_pc and the end from DW_AT_high_pc (an address, or a
+        length from low_pc), where both are plain; else (None, None)."""
+        low = high = None
+        high_is_length = False
+        for name, form in specs:
+            if name == "DW_AT_low_pc" and form == "DW_FORM_addr":
+                low = self.value(form, pos)
+            elif name == "DW_AT_high_pc" and (form == "DW_FORM_addr" or form in _HIGH_CONST):
+                high, high_is_length = self.value(form, pos), form != "DW_FORM_addr"
+            pos = self.skip(form, pos)
+        if low is None or high is None:
+            return None, None
+        return low, low + high if high_is_length else high
 
     def value(self, form: str, pos: int) -> int:
         if form == "DW_FORM_ref_udata":

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DwarfConfig, DWARFInfo
 from elftools.dwarf.ranges import BaseAddressEntry
 
-from .dwarf_scan import CONTAINERS, Unsupported, function_offsets
+from . import line_program
+from .dwarf_scan import CONTAINERS, Scanner, UnitScan, Unsupported
 from ..elf import SHT_NOBITS, ElfError, ElfFile
 
 _SECTIONS = ("info", "abbrev", "str", "line", "line_str", "ranges", "rnglists",
@@ -40,7 +41,7 @@ class LineError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Location:
     """One (possibly inlined) function at an address and where in it."""
-    function: str | None      # DW_AT_name, or None for the physical frame's own name
+    function: str | None      # DW_AT_name in its namespaces and classes; None: no function
     linkage_name: str | None  # DW_AT_linkage_name, as in the symbol table
     file: str | None
     line: int | None
@@ -61,6 +62,8 @@ class DwarfLines:
         self._unit_ranges: list[tuple[int, int, int]] | None = None
         self._rows: dict[int, tuple[list[int], list[tuple]]] = {}
         self._functions: dict[int, tuple[list[int], list[tuple]]] = {}
+        self._scanners: dict[int, Scanner] = {}
+        self._scans: dict[int, UnitScan | None] = {}
         self._found: dict[int, list[Location]] = {}
 
     def locate(self, addr: int) -> list[Location]:
@@ -86,13 +89,13 @@ class DwarfLines:
         out = []
         for die in reversed(chain):
             if die.tag == "DW_TAG_inlined_subroutine":
-                name, linkage = _names(die)
+                name, linkage = self._names(die)
                 out.append(Location(name, linkage, file, line, column))
                 file = _file_name(cu, self._line_program(cu), _attr(die, "DW_AT_call_file"))
                 line = _attr(die, "DW_AT_call_line") or None  # 0: unknown
                 column = _attr(die, "DW_AT_call_column") or None
             elif die.tag == "DW_TAG_subprogram":
-                name, linkage = _names(die)
+                name, linkage = self._names(die)
                 out.append(Location(name, linkage, file, line, column))
                 return out
         out.append(Location(None, None, file, line, column))
@@ -115,24 +118,107 @@ class DwarfLines:
 
     def _scopes_at(self, cu, addr: int) -> list:
         """The function holding addr and the scopes in it, outermost first.
-        A unit's functions are indexed by address once."""
+        A unit's functions are indexed by address once; only the one that
+        holds addr is decoded."""
         index = self._functions.get(cu.cu_offset)
         if index is None:
-            try:
-                dies = [cu.get_DIE_from_refaddr(offset)
-                        for offset in function_offsets(self._info, cu)]
-            except Unsupported:
-                dies = list(_functions(cu.get_top_DIE()))
-            rows = sorted((lo, hi, i, die) for i, die in enumerate(dies)
-                          for lo, hi in _ranges(die) if lo < hi)
+            scan = self._scan(cu)
+            if scan is None:
+                found = [(die.offset, None, None) for die in _functions(cu.get_top_DIE())]
+            else:
+                found = scan.functions
+            rows = []
+            for offset, low, high in found:
+                pairs = [(low, high)] if low is not None else \
+                    _ranges(cu.get_DIE_from_refaddr(offset))
+                rows += [(lo, hi, offset) for lo, hi in pairs if lo < hi]
+            rows.sort()
             index = self._functions[cu.cu_offset] = ([r[0] for r in rows], rows)
         starts, rows = index
         i = bisect.bisect_right(starts, addr) - 1
         # ranges of distinct functions do not overlap; a few back for safety
-        for lo, hi, _, die in reversed(rows[max(0, i - 8):i + 1]):
+        for lo, hi, offset in reversed(rows[max(0, i - 8):i + 1]):
             if lo <= addr < hi:
-                return [die] + _scopes_at(die, addr)
+                return [cu.get_DIE_from_refaddr(offset)] + self._scopes_in(cu, offset, addr)
         return []
+
+    def _scopes_in(self, cu, offset: int, addr: int) -> list:
+        """The nested DIEs (inlined calls, blocks) under the function at
+        `offset` that hold addr, outermost first; only those are decoded."""
+        out = []
+        try:
+            for _ in range(MAX_DEPTH):
+                for child, low, high in self._scanner(cu).children(offset, _SCOPES):
+                    if low is not None and low <= addr < high or low is None and any(
+                            lo <= addr < hi for lo, hi in _ranges(cu.get_DIE_from_refaddr(child))):
+                        out.append(cu.get_DIE_from_refaddr(child))
+                        offset = child
+                        break
+                else:
+                    return out
+        except Unsupported:
+            die = out[-1] if out else cu.get_DIE_from_refaddr(offset)
+            return out + _scopes_at(die, addr)
+        return out
+
+    def _scanner(self, cu) -> Scanner:
+        if cu.cu_offset not in self._scanners:
+            self._scanners[cu.cu_offset] = Scanner(self._info, cu)
+        return self._scanners[cu.cu_offset]
+
+    def _scan(self, cu) -> UnitScan | None:
+        """The unit's functions and scopes (None where dwarf_scan cannot size
+        its DIEs: then pyelftools walks them)."""
+        if cu.cu_offset not in self._scans:
+            try:
+                self._scans[cu.cu_offset] = self._scanner(cu).unit()
+            except Unsupported:
+                self._scans[cu.cu_offset] = None
+        return self._scans[cu.cu_offset]
+
+    def _names(self, die) -> tuple[str | None, str | None]:
+        """(qualified name, DW_AT_linkage_name), following abstract_origin
+        and specification links to the declaration that carries them; the
+        name is qualified by the namespaces and classes that declaration is
+        in, as gdb names a function that has no linkage name."""
+        name = linkage = None
+        for _ in range(MAX_NAME_HOPS):
+            attrs = die.attributes
+            linkage = linkage or _text_or_none(_attr(die, "DW_AT_linkage_name")
+                                               or _attr(die, "DW_AT_MIPS_linkage_name"))
+            if name is None and "DW_AT_name" in attrs:
+                name = self._qualified(die, _text(attrs["DW_AT_name"].value))
+            link = next((a for a in ("DW_AT_abstract_origin", "DW_AT_specification")
+                         if a in attrs), None)
+            if (name and linkage) or link is None:
+                break
+            die = die.get_DIE_from_attribute(link)
+        return name, linkage
+
+    def _qualified(self, die, name: str) -> str:
+        """`name` after the names of the scopes holding `die`, outermost
+        first: an anonymous namespace is `(anonymous namespace)`; an unnamed
+        class (a g++ lambda's) ends the chain, as in gdb."""
+        cu = die.cu
+        scan = self._scan(cu)
+
+        def parent(d):
+            if scan is None:
+                return d.get_parent()
+            at = scan.parents.get(d.offset)
+            return None if at is None else cu.get_DIE_from_refaddr(at)
+
+        parts = [name]
+        scope = parent(die)
+        for _ in range(MAX_DEPTH):
+            if scope is None or scope.tag not in CONTAINERS:
+                break
+            scope_name = _attr(scope, "DW_AT_name")
+            if scope_name is None and scope.tag != "DW_TAG_namespace":
+                break
+            parts.append("(anonymous namespace)" if scope_name is None else _text(scope_name))
+            scope = parent(scope)
+        return "::".join(reversed(parts))
 
     def _line_program(self, cu):
         return self._dwarf.line_program_for_CU(cu)
@@ -216,14 +302,9 @@ def _aranges(elf: ElfFile) -> tuple[list[int], list[tuple[int, int, int]]] | Non
 def _line_rows(program) -> tuple[list[int], list]:
     """Sorted row addresses and (file, line, column) per row; None marks the
     end of a sequence (addresses past it belong to no row)."""
-    seq: list[tuple[int, tuple | None]] = []
-    if program is not None:
-        for entry in program.get_entries():
-            state = entry.state
-            if state is None:
-                continue
-            seq.append((state.address, None if state.end_sequence
-                        else (state.file, state.line, state.column)))
+    seq = [] if program is None else line_program.decode(
+        program.stream.getvalue(), program.program_start_offset,
+        program.program_end_offset, program.header)
     seq.sort(key=lambda r: (r[0], r[1] is not None))  # a sequence end yields to a start there
     # among rows at one address the last one wins, as in addr2line
     addrs, rows = [], []
@@ -327,23 +408,6 @@ def _scopes_at(die, addr: int, depth: int = 0) -> list:
         if child.tag in _SCOPES and any(lo <= addr < hi for lo, hi in _ranges(child)):
             return [child] + _scopes_at(child, addr, depth + 1)
     return []
-
-
-def _names(die) -> tuple[str | None, str | None]:
-    """(DW_AT_name, DW_AT_linkage_name), following abstract_origin and
-    specification links to the declaration that carries them."""
-    name = linkage = None
-    for _ in range(MAX_NAME_HOPS):
-        attrs = die.attributes
-        linkage = linkage or _text_or_none(_attr(die, "DW_AT_linkage_name")
-                                           or _attr(die, "DW_AT_MIPS_linkage_name"))
-        name = name or _text_or_none(_attr(die, "DW_AT_name"))
-        link = next((a for a in ("DW_AT_abstract_origin", "DW_AT_specification")
-                     if a in attrs), None)
-        if (name and linkage) or link is None:
-            break
-        die = die.get_DIE_from_attribute(link)
-    return name, linkage
 
 
 def _text_or_none(value) -> str | None:

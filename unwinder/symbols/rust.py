@@ -1,6 +1,6 @@
-"""Rust symbol names, legacy and v0, printed as binutils' c++filt
-(libiberty) prints them: legacy names with their hash, v0 names with crate
-disambiguators. libstdc++ has no Rust demangler and no maintained Python
+"""Rust symbol names, legacy and v0, printed as addr2line -C and gdb print
+them (libiberty without DMGL_VERBOSE, `c++filt -i`): no legacy hash, no
+crate disambiguators; the symbol's linkage name keeps both. libstdc++ has no Rust demangler and no maintained Python
 package is worth a dependency for a few hundred lines, so this one is ours.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _legacy(name: str) -> str:
         if len(part) != n:
             raise Invalid
         parts.append(_legacy_part(part))
-    return "::".join(parts)
+    return "::".join(parts[:-1])  # the last part is the hash (h + 16 hex digits)
 
 
 def _legacy_part(part: str) -> str:
@@ -98,7 +98,7 @@ class _V0:
             raise Invalid  # an encoding version we do not know
         self.path(True)
         # what follows (the instantiating crate, a '.llvm.N' suffix) is not
-        # printed, and c++filt does not check it either
+        # printed, and addr2line does not check it either
         return "".join(self.out)
 
     # primitives
@@ -183,9 +183,8 @@ class _V0:
         self.enter()
         tag = self.next()
         if tag == "C":
-            dis = self.opt_base62("s")
+            self.opt_base62("s")  # the crate's disambiguator, not printed
             self.emit(self.ident())
-            self.emit(f"[{dis:x}]")
         elif tag == "N":
             ns = self.next()
             if not ns.isalpha():
@@ -346,10 +345,10 @@ class _V0:
         elif tag == "B":
             self.backref(self.const)
         elif tag in "htmyoj":
-            self.emit(f"{self.const_uint()}: {_BASIC[tag]}")
+            self.emit(self.const_uint())  # no `: type` suffix (c++filt's verbose form)
         elif tag in "aslxni":
             sign = "-" if self.eat("n") else ""
-            self.emit(f"{sign}{self.const_uint()}: {_BASIC[tag]}")
+            self.emit(sign + self.const_uint())
         elif tag == "b":
             value = self.const_uint()
             if value not in ("0", "1"):
