@@ -48,7 +48,7 @@ def test_wrong_types_print_as_question_marks():
                    "threads": [{"tid": [1], "frames": [{"pc": "12", "offset": 1.5,
                                                         "function": 3, "index": None}]}, 5],
                    "errors": "not a list"})
-    assert text.splitlines() == ["PID", "signal  at ?", 'TID [1] "":', "#    ? 3+?", "     stop: "]
+    assert text.splitlines() == ["PID", "signal  at ?", 'TID [1] "":', "#0   ? 3+?", "     stop: "]
 
 
 ANY_TEXT = st.text(max_size=40)
