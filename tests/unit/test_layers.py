@@ -1,6 +1,8 @@
-"""The engine's layering, read from its source: unwinder never imports
-collector, no module of it imports itself back through others, and the
-symbol table (which every walk needs) brings neither pyelftools nor ctypes."""
+"""The layers, read from the source (../shared/DESIGN.md): unwinder never
+imports collector; no import cycle in either; no library module imports a
+command or the CLI; targets/ imports nothing of the agent but errors and
+procfs; and the symbol table (which every walk needs) brings neither
+pyelftools nor ctypes."""
 import ast
 import subprocess
 import sys
@@ -9,11 +11,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def engine_imports() -> dict[str, set[str]]:
+def imports(*packages: str) -> dict[str, set[str]]:
     """module -> the modules it imports (a package is its __init__; `from
     . import x` is the submodule x when there is one, else the package)."""
     files = {}
-    for path in (ROOT / "unwinder").rglob("*.py"):
+    for path in (p for package in packages for p in (ROOT / package).rglob("*.py")):
         parts = list(path.relative_to(ROOT).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts.pop()
@@ -36,14 +38,47 @@ def engine_imports() -> dict[str, set[str]]:
     return graph
 
 
+def engine_imports() -> dict[str, set[str]]:
+    return imports("unwinder")
+
+
+def inside(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
 def test_unwinder_never_imports_collector():
     offenders = {name for name, found in engine_imports().items()
                  if any(f == "collector" or f.startswith("collector.") for f in found)}
     assert offenders == set()
 
 
-def test_no_import_cycle_in_unwinder():
-    graph = engine_imports()
+def test_no_library_module_imports_a_command_or_the_cli():
+    top = {"collector.cli", "collector.__main__"}
+    offenders = {(name, f) for name, found in imports("collector").items()
+                 if name not in top and not inside(name, "collector.commands")
+                 for f in found if f in top or inside(f, "collector.commands")}
+    assert offenders == set()
+
+
+def test_commands_import_no_command():
+    offenders = {(name, f) for name, found in imports("collector").items()
+                 if inside(name, "collector.commands") for f in found
+                 if inside(f, "collector.commands") and f.rpartition(".")[2] != "options"
+                 and f != "collector.commands"}
+    assert offenders == set()
+
+
+def test_targets_import_only_errors_and_procfs_of_the_agent():
+    allowed = {"collector.errors", "collector.targets"}
+    offenders = {(name, f) for name, found in imports("collector").items()
+                 if inside(name, "collector.targets") for f in found
+                 if inside(f, "collector") and f not in allowed
+                 and not inside(f, "collector.targets")}
+    assert offenders == set()
+
+
+def test_no_import_cycle():
+    graph = imports("unwinder", "collector")
     edges = {name: {f for f in found if f in graph and f != name} for name, found in graph.items()}
     cycles, done = [], set()
 
