@@ -11,6 +11,9 @@ its type (a report given to `collector symbolize`), prints as nothing or `?`.
 from __future__ import annotations
 
 import datetime
+import os
+import shutil
+from dataclasses import dataclass
 
 MAX_CYCLE = 8       # longest cycle of functions collapsed into one line
 MIN_REPEATS = 3
@@ -52,6 +55,44 @@ def _dicts(value) -> list[dict]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
+@dataclass(frozen=True)
+class Style:
+    """How a terminal wants it: colours (ANSI SGR), and lines cut to `width`."""
+    colour: bool = False
+    width: int | None = None
+
+    @classmethod
+    def of(cls, stream) -> Style:
+        """Plain text unless `stream` is a terminal; no colours under NO_COLOR
+        (https://no-color.org) or TERM=dumb."""
+        if not stream.isatty():
+            return cls()
+        colour = "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+        return cls(colour, shutil.get_terminal_size().columns)
+
+    def paint(self, text: str, what: str) -> str:
+        return f"\x1b[{_SGR[what]}m{text}\x1b[0m" if self.colour and text else text
+
+
+PLAIN = Style()
+_SGR = {"function": "1", "module": "2", "guess": "33", "crashed": "1;31", "signal": "1;31",
+        "error": "33", "python": "36", "heading": "1"}
+
+
+def fit(left: str, where: str, module: str, width: int | None) -> tuple[str, str]:
+    """`where` and `module` cut so that the line fits `width`: the module's
+    directories first (its file name stays), then the end of the name."""
+    if width is None or len(left) + len(where) + len(module) <= width:
+        return where, module
+    if module:
+        name = module.rsplit("/", 1)[-1]
+        module = f"…/{name}" if "/" in module else module
+    room = width - len(left) - len(module)
+    if len(where) > room:
+        where = where[:max(room - 1, 8)] + "…"
+    return where, module
+
+
 def info(report: dict) -> str:
     """The header `collector show` prints, in the shape of `coredumpctl info`."""
     p = _dict(report.get("process"))
@@ -76,27 +117,29 @@ def _local(iso) -> str | None:
     return t.astimezone().strftime("%a %Y-%m-%d %H:%M:%S %Z")
 
 
-def render(report: dict) -> str:
+def render(report: dict, style: Style = PLAIN) -> str:
     p = _dict(report.get("process"))
-    lines = [f"PID {clean(p.get('pid'))} {clean(p.get('exe') or p.get('name'))}".rstrip()]
+    head = f"PID {clean(p.get('pid'))} {clean(p.get('exe') or p.get('name'))}".rstrip()
+    lines = [style.paint(head, "heading")]
     sig = report.get("signal")
     if isinstance(sig, dict):
         addr = f" at {_hex(sig['si_addr'])}" if sig.get("si_addr") is not None else ""
-        lines.append(f"signal {clean(sig.get('name') or sig.get('number'))}{addr}")
+        lines.append(style.paint(f"signal {clean(sig.get('name') or sig.get('number'))}{addr}",
+                                 "signal"))
     for t in _dicts(report.get("threads")):
-        crashed = " (crashed)" if t.get("crashed") is True else ""
+        crashed = style.paint(" (crashed)", "crashed") if t.get("crashed") is True else ""
         lines.append(f"TID {clean(t.get('tid'))} \"{clean(t.get('name'))}\"{crashed}:")
-        lines += _frames(t)
+        lines += _frames(t, style)
         lines.append(f"     stop: {clean(t.get('stop_reason'))}")
         if t.get("interpreter_error"):
             lines.append(f"     python: {clean(t['interpreter_error'])}")
     errors = report.get("errors")
     for e in errors if isinstance(errors, list) else []:
-        lines.append(f"error: {clean(e)}")
+        lines.append(style.paint(f"error: {clean(e)}", "error"))
     return "\n".join(lines) + "\n"
 
 
-def _frames(thread: dict) -> list[str]:
+def _frames(thread: dict, style: Style = PLAIN) -> list[str]:
     frames = _dicts(thread.get("frames"))
     gap = next((i for i, f in enumerate(frames) if _count(f.get("elided_before"))),
                len(frames))
@@ -114,7 +157,7 @@ def _frames(thread: dict) -> list[str]:
                          f"(x{repeats})")
             i = end
             continue
-        lines += _frame(frames[i], i + shift)
+        lines += _frame(frames[i], i + shift, style)
         i += 1
     return lines
 
@@ -155,16 +198,21 @@ def _name(f: dict) -> str:
     return clean(f.get("function")) or _hex(f.get("pc"))
 
 
-def _frame(f: dict, depth: int) -> list[str]:
+def _frame(f: dict, depth: int, style: Style = PLAIN) -> list[str]:
     if f.get("method") == "interpreter":
-        return [f"#{depth:<3} {_python(f)}"]
+        return [f"#{depth:<3} {style.paint(_python(f), 'python')}"]
     where = clean(f.get("function")) or "??"
     if f.get("function") and f.get("offset"):
         where += f"+{_hex(f['offset'])}"
-    module = f" ({clean(f['module'])})" if f.get("module") else ""
+    module = clean(f["module"]) if f.get("module") else ""
     method = "" if f.get("method") in (None, "context", "cfi") else f" [{clean(f['method'])}]"
     inlined = " [inlined]" if f.get("inlined") is True else ""
-    out = [f"#{depth:<3} {_hex(f.get('pc'), 18)} {where}{module}{method}{inlined}"]
+    left = f"#{depth:<3} {_hex(f.get('pc'), 18)} "
+    where, module = fit(left + method + inlined + (" ()" if module else ""), where, module,
+                        style.width)
+    module = f" ({style.paint(module, 'module')})" if module else ""
+    out = [f"{left}{style.paint(where, 'function')}{module}"
+           f"{style.paint(method, 'guess')}{inlined}"]
     if f.get("file"):
         column = f":{clean(f['column'])}" if f.get("column") else ""
         out.append(f"     {clean(f['file'])}:{clean(f.get('line') or '?')}{column}")

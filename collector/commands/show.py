@@ -6,7 +6,7 @@ import json
 import sys
 
 from ..delivery.lookup import Lookup
-from ..text import info, render
+from ..text import Style, info, render
 from .options import add_match_options, command_parser
 
 
@@ -18,7 +18,7 @@ def show(args) -> None:
     if args.json:
         sys.stdout.write(json.dumps(report) + "\n")
     else:
-        sys.stdout.write(info(report) + render(report))
+        sys.stdout.write(info(report) + render(report, Style.of(sys.stdout)))
 
 
 def register(sub) -> None:

@@ -59,9 +59,10 @@ def owned_core_pattern(pattern: str | None = None, pipe_limit: int | None = None
             CORE_PIPE_LIMIT.write_text(old_limit)
 
 
-def handler_script(directory: Path, env: dict | None = None) -> Path:
+def handler_script(directory: Path, env: dict | None = None, args: str = "") -> Path:
     """A `collector` for the kernel to start: the kernel gives a handler no
-    environment, so the script sets PYTHONPATH to this checkout (and `env`).
+    environment, so the script sets PYTHONPATH to this checkout (and `env`,
+    and `args` after the kernel's).
     Crashes of other programs on the machine (other suites' fixtures) while a
     test owns core_pattern are drained by `cat` instead (told apart by
     /proc/%P/exe)."""
@@ -70,7 +71,7 @@ def handler_script(directory: Path, env: dict | None = None) -> Path:
     path.write_text(f"""#!/bin/sh
 for a; do case $a in P=*) pid=${{a#P=}} ;; esac; done
 case $(readlink /proc/$pid/exe) in */{FIXTURE_EXE}-*) ;; *) exec cat >/dev/null ;; esac
-{exports}PYTHONPATH={REPO} exec {sys.executable} -m collector "$@"
+{exports}PYTHONPATH={REPO} exec {sys.executable} -m collector "$@" {args}
 """)
     path.chmod(0o755)
     return path

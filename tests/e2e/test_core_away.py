@@ -262,3 +262,38 @@ def test_perf_map_touched_after_the_crash_is_refused(jit_core):
     assert [e for e in report["errors"] if perf in e and "after the crash" in e], \
         report["errors"]
     assert "jit_function" not in names(crashed_thread(report))
+
+
+NODE_SCRIPT = """function deep_js_frame(n) {
+  if (n === 0) { process.abort(); }
+  return deep_js_frame(n - 1) + 1;
+}
+function outer_js_frame() { return deep_js_frame(5); }
+outer_js_frame();
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_node_core_names_its_js_frames_from_the_perf_map(tmp_path):
+    """A core of node run with --perf-basic-prof: its map file, left in /tmp
+    by the dead process, names the JIT frames of the core's report."""
+    if can_own():
+        pytest.skip(can_own())
+    script = tmp_path / "crash.js"
+    script.write_text(NODE_SCRIPT)
+    d = short_tempdir()
+    try:
+        with owned_core_pattern(f"{d}/core.%p", pipe_limit=0):
+            pid = crash(["node", "--perf-basic-prof", "--interpreted-frames-native-stack",
+                         script])
+        try:
+            report = report_of(d / f"core.{pid}")
+        finally:
+            os.unlink(f"/tmp/perf-{pid}.map")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    assert report["core"]["perf_map"] == f"/tmp/perf-{pid}.map", report["core"]
+    js = [f for f in crashed_thread(report)["frames"] if f["module"] == f"/tmp/perf-{pid}.map"]
+    names = [f["function"] for f in js]
+    assert sum("deep_js_frame" in n for n in names) == 6, names
+    assert any("outer_js_frame" in n for n in names), names

@@ -6,11 +6,15 @@ to main, as gdb sees it)."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from collector import text
+from collector.service.kernel import KERNEL_ARGS
 
+from .corepattern import (FIXTURE_EXE, can_own, crash, handler_script, owned_core_pattern,
+                          short_tempdir, wait_report)
 from .helpers import collector_argv, fmt_thread, names, run_command, schema_errors
 from .test_attach import attach_ok
 from .test_run import crashed_thread
@@ -58,6 +62,40 @@ def test_a_stack_overflow_is_reported_whole_in_bounded_size(builder):
     assert f"#{gap}-#{gap + elided['frames'] - 1} {elided['frames']} frames left out: " \
            f"{elided['cycle'][0]['function']} > {elided['cycle'][1]['function']} " \
            f"(x{elided['repeats']})" in rendered, rendered[:3000]
+
+
+def test_a_stack_overflow_through_the_kernel_handler(builder):
+    """The same overflow dumped to the pipe handler (its worker unwinds the
+    core): a bounded report whose cycle and depth reach main."""
+    if can_own():
+        pytest.skip(can_own())
+    d = short_tempdir()
+    try:
+        (d / "r").mkdir(mode=0o700)
+        exe = d / f"{FIXTURE_EXE}-overflow"  # the handler takes crashes of such names only
+        shutil.copy(builder.build("overflow.c"), exe)
+        # the crashing thread's whole stack is kept: its 11 MiB, not the default
+        # 256K; and the worker may take longer than its default 30 s on a loaded machine
+        config = d / "collector.toml"
+        config.write_text(f'[collector]\nstate_dir = "{d}/state"\n[spool]\ndir = "{d}/spool"\n'
+                          '[worker]\ntimeout = 300\ncpu = 300\n')
+        handler = handler_script(d, {"COLLECTOR_CONFIG": config},
+                                 args="--stack-window 16M --keep 64M")
+        with owned_core_pattern(f"|{handler} core --from-kernel --report-dir {d / 'r'} "
+                                f"{KERNEL_ARGS}", pipe_limit=4):
+            pid = crash(["prlimit", f"--stack={STACK_LIMIT}", "--", exe], timeout=120)
+            report, = wait_report(d / "r", [pid], timeout=180)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    thread = crashed_thread(report)
+    assert "elided" in thread, (report["errors"], report["core"], fmt_thread(thread)[-3000:])
+    frames, elided = thread["frames"], thread["elided"]
+    assert len(frames) <= 4000 + 10, len(frames)
+    ns = names(thread)
+    main = ns.index("main")
+    assert main + elided["frames"] >= 200_000, fmt_thread(thread)[:3000]
+    assert set(ns[:main]) == {"ping", "pong"}, fmt_thread(thread)[:3000]
+    assert sorted(c["function"] for c in elided["cycle"]) == ["ping", "pong"], elided
 
 
 def test_a_2000_deep_recursion_reaches_main_by_default(builder, spawn, collector):

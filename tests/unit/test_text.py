@@ -4,9 +4,11 @@ taken from the report reaches the output, every line is one the renderer
 meant, and nothing but text comes out."""
 from __future__ import annotations
 
+import re
+
 from hypothesis import given, settings, strategies as st
 
-from collector.text import clean, render
+from collector.text import Style, clean, render
 
 FORGED = "ok\x1b[2J\x07\rTID 1 \"forged\":\n#0   0x0000000000000000 evil\u2028\u202e\x85"
 
@@ -59,3 +61,36 @@ ANY_TEXT = st.text(max_size=40)
 def test_any_strings_stay_on_their_lines(name, exe, function, path, error):
     assert_inert(render(report(name, exe or "x", function or "f", path or "p", error)),
                  threads=1, frames=4, errors=1)
+
+
+class Tty:
+    def __init__(self, tty: bool):
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_terminal_style(monkeypatch):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    assert Style.of(Tty(False)) == Style()
+    assert Style.of(Tty(True)).colour
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not Style.of(Tty(True)).colour and Style.of(Tty(True)).width
+
+
+def test_colours_only_when_asked_and_lines_fit_the_width():
+    long_path = "/opt/" + "deeply/" * 12 + "libthing.so.1"
+    r = report("name", "/bin/x", "a_function_name_" * 8, long_path, "oops")
+    r["threads"][0]["crashed"] = True
+    plain = render(r)
+    assert "\x1b" not in plain
+    coloured = render(r, Style(colour=True))
+    assert "\x1b[1;31m (crashed)\x1b[0m" in coloured and "\x1b[33merror: oops\x1b[0m" in coloured
+    assert re.sub(r"\x1b\[[0-9;]*m", "", coloured) == plain
+    narrow = render(r, Style(width=80))
+    frames = [line for line in narrow.splitlines() if line.startswith("#")]
+    assert frames and all(len(line) <= 80 for line in frames), narrow
+    assert all("(…/libthing.so.1)" in line for line in frames), narrow
+    assert long_path in plain, "without a width nothing is cut"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from ...guard import stage
-from ...text import render
+from ...text import Style, render
 from . import Sink, line
 
 
@@ -17,7 +17,7 @@ class StdoutSink(Sink):
         for report in reports:
             if self.settings["format"] == "text":
                 errors = list(report.get("errors") or [])
-                text = stage(errors, "text rendering", render, report)
+                text = stage(errors, "text rendering", render, report, Style.of(sys.stdout))
                 sys.stdout.write(text if text is not None else
                                  line({**report, "errors": errors}).decode())
             else:
