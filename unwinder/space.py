@@ -84,6 +84,13 @@ class MapIndex:
             return self.mappings[i]
         return None
 
+    def above(self, addr: int, within: int) -> Mapping | None:
+        """The first mapping starting above `addr`, if no more than `within` away."""
+        i = bisect.bisect_right(self._starts, addr)
+        if i < len(self.mappings) and self.mappings[i].start - addr <= within:
+            return self.mappings[i]
+        return None
+
 
 class FakeSpace:
     """A dict-backed address space for tests: memory blocks and registers."""

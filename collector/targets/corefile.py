@@ -80,6 +80,13 @@ class Layout:
             return self.loads[i]
         return None
 
+    def segment_above(self, addr: int, within: int) -> Segment | None:
+        """The first segment starting above `addr`, if no more than `within` away."""
+        i = bisect.bisect_right(self._starts, addr)
+        if i < len(self.loads) and self.loads[i].vaddr - addr <= within:
+            return self.loads[i]
+        return None
+
 
 def read_layout(stream: Stream) -> Layout:
     """Header, program headers and the notes, which the kernel writes first."""

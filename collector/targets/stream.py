@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from unwinder.regs import NUMBERS
 
-from . import DEFAULT_KEEP, DEFAULT_STACK_WINDOW, RED_ZONE
+from . import DEFAULT_KEEP, DEFAULT_STACK_WINDOW, GUARD_GAP, RED_ZONE
 from .corefile import AT_SYSINFO_EHDR, PF_W, PF_X, SMALL_CODE, CoreError, CoreSpace, Layout, read_layout
 from .locate import PAGE, Where
 from .reader import Stalled, Stream
@@ -42,7 +42,9 @@ def wanted_ranges(layout: Layout, stack_window: int,
 
     def take_stack(regs: dict[int, int], window: int) -> None:
         sp = regs.get(NUMBERS["rsp"], 0)
-        take(sp - RED_ZONE, sp + window, at=sp)
+        seg = layout.segment_at(sp) or layout.segment_above(sp, GUARD_GAP)
+        if seg is not None:  # a stack overflow faults with rsp in the gap below its stack
+            take(max(sp - RED_ZONE, seg.vaddr), sp + window, at=max(sp, seg.vaddr))
 
     threads = layout.notes.threads
     vdso = layout.notes.auxv.get(AT_SYSINFO_EHDR)

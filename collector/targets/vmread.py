@@ -8,7 +8,7 @@ import os
 from unwinder.regs import RSP
 from unwinder.space import Mapping, MapIndex
 
-from . import RED_ZONE
+from . import GUARD_GAP, RED_ZONE
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _readv = _libc.process_vm_readv
@@ -82,9 +82,9 @@ def copy_stacks(pid: int, mappings: list[Mapping] | MapIndex,
     wanted = []
     for r in regs.values():
         sp = r if isinstance(r, int) else r[RSP]
-        m = index.find(sp)
+        m = index.find(sp) or index.above(sp, GUARD_GAP)  # an overflow: rsp below its stack
         if m is not None:
-            wanted.append((max(m.start, sp - RED_ZONE), min(m.end, sp + window)))
+            wanted.append((max(m.start, sp - RED_ZONE), min(m.end, max(sp, m.start) + window)))
     return copy_ranges(pid, wanted, mem)
 
 
