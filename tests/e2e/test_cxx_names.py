@@ -21,9 +21,8 @@ import pytest
 from .helpers import REPO, collector_argv, collector_env, fmt_thread, run_command, same_path
 
 FIXTURES = REPO / "tests" / "fixtures"
-# clang's default DWARF 5 puts variables' locations in .debug_loclists,
-# which pyelftools must be handed (the DWARF 5 work in lines.py): DWARF 4 here
-CXX = {"g++": ["g++", "-O2", "-g"], "clang++": ["clang++", "-O2", "-gdwarf-4"]}
+# clang's default is DWARF 5 (.debug_loclists, .debug_rnglists, .debug_addr, ...)
+CXX = {"g++": ["g++", "-O2", "-g"], "clang++": ["clang++", "-O2", "-g"]}
 WORKERS = 2
 
 
