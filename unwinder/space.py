@@ -60,6 +60,10 @@ class AddressSpace:
     def file_for(self, mapping: Mapping) -> str | None:
         """A path that opens the exact file behind `mapping`, or None."""
 
+    # Optional, for speed (collector.targets.snapshot.Snapshot has them):
+    # read_u64(addr), exactly as read_u64(space, addr) below; words(addr, n),
+    # n words at once where the space has them at hand, else None.
+
 
 _U64 = struct.Struct("<Q")
 
