@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import cfi, fallback
-from .cfi import CfiError
+from .cfi import CfiError, Row
 from .elf import PT_LOAD
 from .keep import Elided, Kept
 from .modules import Module, ModuleMap
@@ -91,6 +91,7 @@ class Context:
         self.read_u64 = getattr(space, "read_u64", None) or functools.partial(read_u64, space)
         self.words = getattr(space, "words", None)  # several words at once (Snapshot), or None
         self._code: Mapping | None = None   # the last executable mapping found
+        self.rows: dict[int, tuple[Module, Row]] = {}  # by_cfi's rows by lookup pc
 
     def mapping(self, addr: int) -> Mapping | None:
         return self.maps.find(addr)
@@ -146,10 +147,15 @@ def by_cfi(frame: Frame, ctx: Context) -> Frame | None:
     module = frame.module
     if module is None or module.image is None:
         return None
-    link_pc = module.link(frame.lookup_pc)
-    row = module.image.row_for(link_pc)
-    if row is None:
-        return None
+    pc = frame.lookup_pc
+    found = ctx.rows.get(pc)  # deep recursion asks for the same few rows again and again
+    if found is not None and found[0] is module:
+        row = found[1]
+    else:
+        row = module.image.row_for(module.link(pc))
+        if row is None:
+            return None
+        ctx.rows[pc] = (module, row)  # rows found only: a lookup that failed says so again
     frame.signal_frame = row.signal_frame
     try:
         cfa, caller = cfi.step(row, frame.regs, ctx.read_u64, ctx.words)
