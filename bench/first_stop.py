@@ -48,14 +48,14 @@ def timeline(trace: str) -> dict[str, float]:
     return out
 
 
-def run(argv: list[str], env: dict, fifo: bool, tmp: Path) -> dict[str, float]:
+def run(argv: list[str], env: dict, fifo: bool, tmp: Path, cwd: str) -> dict[str, float]:
     log = tmp / "strace.log"
     cmd = ["strace", "-f", "--seccomp-bpf", "-ttt", "-e", "trace=execve,ptrace",
            "-o", str(log), *argv]
     if fifo:
         cmd = ["chrt", "-f", "10", *cmd]
     subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   stdin=subprocess.DEVNULL, timeout=120)
+                   stdin=subprocess.DEVNULL, timeout=120, cwd=cwd)
     return timeline(log.read_text())
 
 
@@ -81,15 +81,18 @@ def main(argv=None) -> int:
             for tree in trees:
                 env = tool_env()
                 env["PYTHONPATH"] = str(tree)
+                # run from the tree: `-m` looks in the current directory first
                 tools[f"collector ({tree})"] = (
                     [sys.executable, "-m", "collector", "attach", "--symbolize-budget", "0",
-                     pid], env)
+                     pid], env, str(tree))
+                subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "collector"),
+                                str(tree / "unwinder")], check=False, stdout=subprocess.DEVNULL)
             if shutil.which("eu-stack"):
-                tools["eu-stack"] = (["eu-stack", "-p", pid], tool_env())
+                tools["eu-stack"] = (["eu-stack", "-p", pid], tool_env(), "/")
             got: dict[str, list[dict]] = {name: [] for name in tools}
             for rnd in range(args.runs + 1):
-                for name, (cmd, env) in tools.items():
-                    t = run(cmd, env, args.fifo, tmp)
+                for name, (cmd, env, cwd) in tools.items():
+                    t = run(cmd, env, args.fifo, tmp, cwd)
                     if rnd:
                         got[name].append(t)
         finally:
