@@ -24,5 +24,12 @@ def main() -> int:
         return INTERRUPTED
 
 
+def run() -> None:
+    """The program: main(), then out without the interpreter's teardown."""
+    code = main()
+    from .cli import leave
+    leave(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()

@@ -15,7 +15,7 @@ import sys
 
 from . import __version__, config
 from .commands import COMMANDS
-from .commands.options import EPILOG
+from .commands.options import EPILOG, Formatter
 from .errors import INTERRUPTED, CollectorError
 
 
@@ -32,7 +32,7 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     import importlib
     p = argparse.ArgumentParser(
         prog="collector", description="Crash backtraces of Linux x86-64 processes, as JSON.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG, formatter_class=Formatter)
     p.add_argument("--version", action="version", version=f"collector {__version__}")
     config.add_arguments(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -108,3 +108,19 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
             traceback.print_exc()
         return 1
+    finally:
+        if getattr(args, "outlet", None) is not None:
+            args.outlet.close()
+
+
+def leave(code: int) -> None:
+    """Out without the interpreter's teardown (freeing every module and
+    object: a seventh of a short run), once what main() left in stdout and
+    stderr is written. Exit status 120 if that fails, as the interpreter's
+    own exit would say."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            code = code or 120
+    os._exit(code)

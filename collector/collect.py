@@ -5,6 +5,7 @@ a core file or the kernel's core stream (core, serve)."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import signal
 import time
@@ -35,6 +36,18 @@ def unwind_threads(space, infos: list[ThreadInfo], max_frames: int,
     """(thread dicts in the order of `infos`, every module, errors). Each
     thread is a stage of its own: one that fails keeps its registers.
     `perf_map`: (text, name); by default the live process's."""
+    # a walk makes a dict and a frame per step and keeps thousands of them:
+    # the cyclic collector would sweep them again and again for nothing
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _unwind_threads(space, infos, max_frames, cache, perf_map)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _unwind_threads(space, infos, max_frames, cache, perf_map):
     errors: list[str] = []
     known = set(space.threads())
     regs = {info.tid: space.registers(info.tid) if info.tid in known else None for info in infos}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from dataclasses import dataclass
 
 from .errors import ConfigError
 
@@ -93,14 +92,31 @@ ADDRESSES = {"syslog": [("address", r"unix:/.+|(udp|tcp)://(\[[0-9a-fA-F:]+\]|[^
              "otlp": [("endpoint", r"https?://[^/]+.*", "http(s)://HOST[:PORT]/v1/logs")]}
 
 
-@dataclass
 class Config:
-    path: str | None          # the file read, None if none
-    sections: dict            # section -> key -> value, defaults filled in
-    sinks: list[dict]         # each with type, name and its settings
+    def __init__(self, path: str | None, sections: dict, sinks: list[dict]):
+        self.path = path            # the file read, None if none
+        self.sections = sections    # section -> key -> value, defaults filled in
+        self.sinks = sinks          # each with type, name and its settings
 
     def __getitem__(self, section: str) -> dict:
         return self.sections[section]
+
+    def select(self, only=(), fmt: str | None = None) -> list[dict]:
+        """The sinks a run uses: those named (`--sink`; stdout always
+        exists), else every configured one; `fmt` is the stdout sink's
+        format from the command line."""
+        specs = self.sinks
+        if only:
+            known = {s["name"]: s for s in specs} | {"stdout": {"type": "stdout", "name": "stdout",
+                                                                 "format": "json"}}
+            unknown = [n for n in only if n not in known]
+            if unknown:
+                raise ConfigError(f"no sink named {', '.join(unknown)} (configured: "
+                                  f"{', '.join(known)})")
+            specs = [known[n] for n in dict.fromkeys(only)]
+        if fmt:
+            specs = [{**s, "format": fmt} if s["type"] == "stdout" else s for s in specs]
+        return specs
 
 
 def locate(text: str, table: str, key: str, index: int = 0) -> int | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from collections.abc import Iterable
 
 
@@ -38,6 +37,7 @@ def own_dir(path: str, mode: int = 0o700, group: bool = False) -> str:
 def write_atomic(path: str, data: bytes | Iterable[bytes], mode: int = 0o600,
                  fsync: bool = False) -> None:
     """Replace `path` whole, or leave it as it was (OSError)."""
+    import tempfile  # with random and shutil: ~5 ms a run that writes no file need not pay
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:

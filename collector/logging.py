@@ -3,11 +3,8 @@ object per line on stderr, or native entries in the journal. Quiet
 (warnings and errors) until the configuration says otherwise."""
 from __future__ import annotations
 
-import json
 import re
 import sys
-
-from .delivery.redact import scrub_event
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 PRIORITY = {"debug": "7", "info": "6", "warning": "4", "error": "3", "critical": "2"}
@@ -19,6 +16,8 @@ class JournalLogger:
     stderr when there is no journal."""
 
     def msg(self, pairs: list[tuple[str, str]]) -> None:
+        import json
+
         from .journal import send_fields
         try:
             send_fields(JOURNAL_SOCKET, pairs)
@@ -48,6 +47,8 @@ def setup(level: str = "warning", target: str = "stderr") -> None:
 
 def _configure():
     import structlog
+
+    from .delivery.redact import scrub_event
     processors = [structlog.processors.add_log_level,
                   structlog.processors.TimeStamper(fmt="iso", utc=True), scrub_event]
     if _settings["target"] == "journal":

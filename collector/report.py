@@ -1,50 +1,69 @@
 """The report: a plain dict that validates against schema/report-v1.json."""
 from __future__ import annotations
 
-import datetime
 import os
-import uuid
 
-import psutil
-
-from unwinder.modules import Module
 from unwinder.regs import by_name
-from unwinder.walk import Trace
 
 from . import __version__
 from .errors import NoSuchProcess
 from .targets import procfs
 
+TYPE_CHECKING = False  # not typing's (an import before the capture); type checkers know the name
+if TYPE_CHECKING:  # the engine is imported once the target is released
+    from unwinder.modules import Module
+    from unwinder.walk import Trace
+
 SCHEMA_VERSION = 1
 
 
 def process_info(pid: int) -> dict:
-    """Metadata via psutil, taken before the process is touched (its state
-    is the state it was found in). Fields psutil cannot read are null."""
+    """Metadata from /proc, taken before the process is touched (its state
+    is the state it was found in), with the values psutil used to give.
+    Fields that cannot be read are null."""
     try:
-        p = psutil.Process(pid)
-    except psutil.NoSuchProcess:
+        fields = procfs.stat_fields(pid)
+    except (OSError, ValueError):
         raise NoSuchProcess(f"no process with pid {pid}") from None
-    with p.oneshot():
-        info = {"pid": pid}
-        for key, getter in (("ppid", p.ppid), ("exe", p.exe), ("name", p.name),
-                            ("cmdline", p.cmdline), ("cwd", p.cwd), ("state", p.status)):
-            try:
-                info[key] = getter()
-            except (psutil.Error, OSError):
-                info[key] = None
-        try:
-            info["uid"], info["gid"] = p.uids().real, p.gids().real
-        except (psutil.Error, OSError):
-            info["uid"] = info["gid"] = None
-        try:  # kept only as far as the redaction policy allows, on delivery
-            info["environ"] = p.environ()
-        except (psutil.Error, OSError):
-            pass
-    info["cmdline"] = info["cmdline"] or []
-    info["exe"] = info["exe"] or None
+    args = procfs.cmdline(pid)
+    status = procfs.status(pid)
+    info = {"pid": pid, "ppid": int(fields[1]),
+            "exe": procfs.link(pid, "exe") or _exe_from(args), "name": _name(pid, args),
+            "cmdline": args or [], "cwd": procfs.link(pid, "cwd"),
+            "state": procfs.STATE_WORDS.get(fields[0], "?"),
+            "uid": _real_id(status, "Uid"), "gid": _real_id(status, "Gid")}
+    environ = procfs.environ(pid)  # kept only as far as the redaction policy allows
+    if environ is not None:
+        info["environ"] = environ
     info.update(procfs.cgroup(pid))
     return info
+
+
+def _name(pid: int, args: list[str] | None) -> str | None:
+    """The command name, or the program's file name where the kernel cut
+    the name to 15 bytes and that name begins it."""
+    name = procfs.stat_name(pid)
+    if name is not None and len(name) >= 15 and args:
+        full = os.path.basename(args[0])
+        if full.startswith(name):
+            return full
+    return name
+
+
+def _exe_from(args: list[str] | None) -> str | None:
+    """The executable when /proc/PID/exe cannot be read: an absolute
+    argv[0] that is an executable file."""
+    exe = args[0] if args else ""
+    if os.path.isabs(exe) and os.path.isfile(exe) and os.access(exe, os.X_OK):
+        return exe
+    return None
+
+
+def _real_id(status: dict[str, str], key: str) -> int | None:
+    try:
+        return int(status[key].split()[0])
+    except (KeyError, ValueError, IndexError):
+        return None
 
 
 def frame_dict(frame) -> dict:
@@ -115,6 +134,8 @@ def module_dict(module: Module) -> dict:
 
 def build(source: str, process: dict, threads: list[dict], modules: list[Module],
           stopped_at: float, timings: dict, errors: list[str], snapshot: dict) -> dict:
+    import datetime  # here, not before the capture (process_info)
+    import uuid
     uname = os.uname()
     return {
         "schema_version": SCHEMA_VERSION,

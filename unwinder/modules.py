@@ -27,6 +27,7 @@ MAX_CACHED_PCS = 1 << 16
 class Image:
     """One ELF file's contents and the tables decoded from it, shared by every
     mapping of the same file (keyed by file identity in ImageCache)."""
+    method = "cfi"  # how the walk names frames its rows give (run-time images differ)
 
     def __init__(self, elf: ElfFile, path: str, cache: ImageCache | None = None):
         self.elf = elf

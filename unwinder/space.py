@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import bisect
 import struct
-from dataclasses import dataclass
-from typing import Protocol
+from collections import namedtuple
 
 
 class MemoryFault(Exception):
@@ -22,16 +21,12 @@ class MemoryFault(Exception):
         self.why = why
 
 
-@dataclass(frozen=True)
-class Mapping:
-    """One line of /proc/PID/maps (or its equivalent from a core)."""
-    start: int
-    end: int
-    perms: str = "r--p"
-    offset: int = 0
-    dev: str = "00:00"
-    inode: int = 0
-    path: str = ""
+class Mapping(namedtuple("Mapping", "start end perms offset dev inode path",
+                         defaults=("r--p", 0, "00:00", 0, ""))):
+    """One line of /proc/PID/maps (or its equivalent from a core). A named
+    tuple, not a dataclass: the collector reads maps before it stops a
+    thread, and importing dataclasses costs more than the stop."""
+    __slots__ = ()
 
     @property
     def executable(self) -> bool:
@@ -45,7 +40,11 @@ class Mapping:
         return self.start <= addr < self.end
 
 
-class AddressSpace(Protocol):
+class AddressSpace:
+    """What every address space provides; followed by shape, not inherited
+    (not a typing.Protocol: importing typing costs milliseconds before
+    the collector can stop a thread)."""
+
     def read(self, addr: int, size: int) -> bytes:
         """Exactly `size` bytes at `addr`, or raise MemoryFault."""
 
@@ -60,6 +59,10 @@ class AddressSpace(Protocol):
 
     def file_for(self, mapping: Mapping) -> str | None:
         """A path that opens the exact file behind `mapping`, or None."""
+
+    # Optional, for speed (collector.targets.snapshot.Snapshot has them):
+    # read_u64(addr), exactly as read_u64(space, addr) below; words(addr, n),
+    # n words at once where the space has them at hand, else None.
 
 
 _U64 = struct.Struct("<Q")

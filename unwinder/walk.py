@@ -2,12 +2,13 @@
 with how it was found (DESIGN.md, "How the engine is written")."""
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from . import cfi, fallback
-from .cfi import CfiError
+from .cfi import CfiError, Row
 from .elf import PT_LOAD
 from .keep import Elided, Kept
 from .modules import Module, ModuleMap
@@ -18,7 +19,7 @@ MIN_PC = 4096
 TIME_BUDGET = 20.0      # seconds of walking per thread
 
 
-@dataclass
+@dataclass(slots=True)
 class Frame:
     index: int
     pc: int
@@ -86,16 +87,24 @@ class Context:
         self.cfi_cfa: int | None = None     # the CFA CFI found for this frame, even if refused
         self.fp_cfa: int | None = None      # rbp + 16, where rbp looked like a frame's head
         self.notes: list[str] = []          # why strategies gave up on this frame
-
-    def read_u64(self, addr: int) -> int:
-        return read_u64(self.space, addr)
+        # read_u64(space, addr), by the space's own where it has one (Snapshot)
+        self.read_u64 = getattr(space, "read_u64", None) or functools.partial(read_u64, space)
+        self.words = getattr(space, "words", None)  # several words at once (Snapshot), or None
+        self._code: Mapping | None = None   # the last executable mapping found
+        self.rows: dict[int, tuple[Module, Row]] = {}  # by_cfi's rows by lookup pc
 
     def mapping(self, addr: int) -> Mapping | None:
         return self.maps.find(addr)
 
     def is_code(self, addr: int) -> bool:
+        m = self._code  # a walk asks about the same few mappings again and again
+        if m is not None and m.start <= addr < m.end:
+            return True
         m = self.maps.find(addr)
-        return m is not None and m.executable
+        if m is not None and m.executable:
+            self._code = m
+            return True
+        return False
 
     def module_at(self, pc: int) -> Module | None:
         module = self.modules.find(pc)
@@ -138,13 +147,18 @@ def by_cfi(frame: Frame, ctx: Context) -> Frame | None:
     module = frame.module
     if module is None or module.image is None:
         return None
-    link_pc = module.link(frame.lookup_pc)
-    row = module.image.row_for(link_pc)
-    if row is None:
-        return None
+    pc = frame.lookup_pc
+    found = ctx.rows.get(pc)  # deep recursion asks for the same few rows again and again
+    if found is not None and found[0] is module:
+        row = found[1]
+    else:
+        row = module.image.row_for(module.link(pc))
+        if row is None:
+            return None
+        ctx.rows[pc] = (module, row)  # rows found only: a lookup that failed says so again
     frame.signal_frame = row.signal_frame
     try:
-        cfa, caller = cfi.step(row, frame.regs, ctx.read_u64)
+        cfa, caller = cfi.step(row, frame.regs, ctx.read_u64, ctx.words)
     except MemoryFault as e:
         ctx.notes.append(f"cannot read the caller's registers: {e}")
         return None
@@ -207,12 +221,17 @@ class Bounds:
         self.deadline = time.monotonic() + time_budget
         self.room = 1           # frame 0 always tries a step
         self._seen: set[int] = set()
+        self._stack: Mapping | None = None  # the last stack mapping counted
 
     def check(self, frame: Frame, count: int) -> str | None:
-        stack = self.ctx.mapping(frame.sp)
-        if stack is not None and stack.start not in self._seen:
-            self._seen.add(stack.start)
-            self.room += (stack.end - stack.start) // 8
+        sp, stack = frame.sp, self._stack
+        if stack is None or not stack.start <= sp < stack.end:
+            stack = self.ctx.mapping(sp)
+            if stack is not None:
+                self._stack = stack
+                if stack.start not in self._seen:
+                    self._seen.add(stack.start)
+                    self.room += (stack.end - stack.start) // 8
         if self.max_frames is not None:
             if count >= self.max_frames:
                 return f"frame limit reached ({self.max_frames})"

@@ -4,7 +4,6 @@ from __future__ import annotations
 import time
 
 from .. import report
-from ..collect import from_capture
 from ..targets import live
 from .options import add_stop_options, add_unwind_options, command_parser, positive
 
@@ -15,6 +14,7 @@ def attach(args) -> dict:
     process = report.process_info(args.pid)
     cap = live.capture(args.pid, stack_window=args.stack_window, timeout=args.stop_timeout,
                        freeze=args.freeze)
+    from ..collect import from_capture  # the engine and the rest: once released
     rep = args.outlet.keep(from_capture("attach", process, cap, t0, args.max_frames,
                                         args.outlet.images))
     rep["timings"]["stop_mode"] = "process" if args.freeze else "thread"

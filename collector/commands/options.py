@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from .. import config
 from ..errors import EXIT_CODES
@@ -9,6 +11,28 @@ from ..targets import DEFAULT_KEEP, DEFAULT_STACK_WINDOW, DEFAULT_STOP_TIMEOUT
 
 EPILOG = "exit codes:\n" + "\n".join(f"  {code!s:<5} {what}" for code, what in EXIT_CODES)
 DEFAULT_BUDGET = 10.0
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse makes a formatter for every add_argument, and the default
+    one imports shutil (with bz2, lzma) for the terminal width: more than
+    stopping a thread costs. The width is found as shutil finds it."""
+
+    def __init__(self, prog: str, **kw):
+        super().__init__(prog, **{"width": columns() - 2, **kw})
+
+
+def columns() -> int:
+    try:
+        n = int(os.environ.get("COLUMNS", 0))
+    except ValueError:
+        n = 0
+    if n <= 0:
+        try:
+            n = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            n = 0
+    return n if n > 0 else 80
 
 
 def size(text: str) -> int:
@@ -29,8 +53,7 @@ def positive(text: str) -> int:
 
 
 def command_parser(sub, name: str, **kw) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+    p = sub.add_parser(name, epilog=EPILOG, formatter_class=Formatter, **kw)
     config.add_arguments(p, suppress=True)
     return p
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 
-from ..errors import ConfigError, FlushIncomplete, NotDelivered
+from ..errors import FlushIncomplete, NotDelivered
 from ..guard import stage
 from ..logging import log
 from . import fingerprint, redact, sinks
@@ -18,17 +18,7 @@ from .store import Store, StoreError
 
 class Delivery:
     def __init__(self, config, only: list[str] = (), fmt: str | None = None):
-        specs = config.sinks
-        if only:
-            known = {s["name"]: s for s in specs} | {"stdout": {"type": "stdout", "name": "stdout",
-                                                                 "format": "json"}}
-            unknown = [n for n in only if n not in known]
-            if unknown:
-                raise ConfigError(f"no sink named {', '.join(unknown)} (configured: "
-                                  f"{', '.join(known)})")
-            specs = [known[n] for n in dict.fromkeys(only)]
-        if fmt:  # --format on the command line is for the stdout sink
-            specs = [{**s, "format": fmt} if s["type"] == "stdout" else s for s in specs]
+        specs = config.select(only, fmt)
         self.sinks = [sinks.make(s) for s in specs]
         self.policy = redact.Policy.from_config(config["redact"])
         self.storm = config["storm"]
@@ -193,3 +183,7 @@ class Delivery:
             summary += f"; {len(left)} kept for sinks not configured: {', '.join(others)}"
         return summary
 
+
+    def close(self) -> None:
+        """The local store's database (the program ends with os._exit)."""
+        self.store.close()

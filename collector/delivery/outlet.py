@@ -3,20 +3,18 @@
 report), then written to --output/--report-dir, or handed to the sinks."""
 from __future__ import annotations
 
-import datetime
-import json
 import os
 
 from ..errors import NotDelivered
-from ..files import own_dir, write_atomic
 from ..guard import stage
-from .deliver import Delivery
 
 
 class Outlet:
     def __init__(self, cfg, args):
         text = getattr(args, "format", None) == "text"  # else the configuration decides
-        self.delivery = Delivery(cfg, args.sink, "text" if text else None)
+        self._sinks = (cfg, args.sink, "text" if text else None)
+        cfg.select(*self._sinks[1:])  # a sink that does not exist stops us here
+        self._delivery = None
         self.output = getattr(args, "output", None)
         self.report_dir = getattr(args, "report_dir", None)
         self.budget = getattr(args, "symbolize_budget", 0)
@@ -30,6 +28,18 @@ class Outlet:
         if self.kept is None:
             self.kept = report
         return self.kept
+
+    @property
+    def delivery(self):
+        """Built when first used: its imports wait until a target is released."""
+        if self._delivery is None:
+            from .deliver import Delivery
+            self._delivery = Delivery(*self._sinks)
+        return self._delivery
+
+    def close(self) -> None:
+        if self._delivery is not None:
+            self._delivery.close()
 
     @property
     def images(self):
@@ -63,6 +73,10 @@ class Outlet:
 
 def write_report(report: dict, output: str | None, report_dir: str | None) -> str:
     """Write atomically with mode 0600: to `output`, or a new file in `report_dir`."""
+    import datetime  # like every import here but the class: after the capture
+    import json
+
+    from ..files import own_dir, write_atomic
     try:
         if output is None:
             own_dir(report_dir)

@@ -9,14 +9,12 @@ import os
 import signal
 import time
 
-from ptrace import PtraceError
-from ptrace.binding import func as ptrace_func
-
 from unwinder.regs import NUMBERS
 
 from ..errors import ExitedDuringAttach, NotPermitted, TimedOut
-from . import procfs
+from . import procfs, ptrace_func
 from .procfs import ThreadInfo
+from .ptrace_func import PtraceError
 
 PTRACE_SEIZE = 0x4206      # not in python-ptrace
 PTRACE_INTERRUPT = 0x4207

@@ -12,7 +12,6 @@ import gc
 import os
 import signal
 import time
-from dataclasses import dataclass, field
 
 from unwinder.space import Mapping, MapIndex
 
@@ -27,13 +26,17 @@ from .vmread import copy_ranges, copy_stacks, open_mem
 _HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
 
 
-@dataclass
 class Capture:
-    snapshot: Snapshot
-    threads: list[ThreadInfo]
-    stopped_at: float          # time.time() when the first thread was stopped
-    stopped_ms: float
-    errors: list[str] = field(default_factory=list)
+    """What a capture took (a plain class: dataclasses is not imported
+    before the first stop, see unwinder.space.Mapping)."""
+
+    def __init__(self, snapshot: Snapshot, threads: list[ThreadInfo], stopped_at: float,
+                 stopped_ms: float, errors: list[str] | None = None):
+        self.snapshot = snapshot
+        self.threads = threads
+        self.stopped_at = stopped_at    # time.time() when the first thread was stopped
+        self.stopped_ms = stopped_ms
+        self.errors = [] if errors is None else errors
 
 
 def check_target(pid: int) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from unwinder.space import Mapping
 
@@ -19,21 +18,98 @@ _RUNTIMES = {"docker": "docker", "libpod": "podman", "crio": "crio",
 _UNIT_SUFFIXES = (".service", ".scope", ".socket", ".mount", ".swap", ".timer", ".path")
 
 
-@dataclass
 class ThreadInfo:
-    tid: int
-    name: str | None
-    state: str | None          # the /proc state letter before the collector touched it
-    error: str | None = None
+    """A plain class (see unwinder.space.Mapping): made before any stop."""
+    __slots__ = ("tid", "name", "state", "error")
+
+    def __init__(self, tid: int, name: str | None, state: str | None, error: str | None = None):
+        self.tid = tid
+        self.name = name
+        self.state = state      # the /proc state letter before the collector touched it
+        self.error = error
+
+    def __repr__(self) -> str:
+        return (f"ThreadInfo(tid={self.tid!r}, name={self.name!r}, state={self.state!r}, "
+                f"error={self.error!r})")
+
+
+# the words psutil gives for a state letter, as reports have always said them
+STATE_WORDS = {"R": "running", "S": "sleeping", "D": "disk-sleep", "T": "stopped",
+               "t": "tracing-stop", "Z": "zombie", "X": "dead", "x": "dead", "K": "wake-kill",
+               "W": "waking", "I": "idle", "P": "parked"}
+
+
+def _stat(pid: int, tid: int | None = None) -> bytes:
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def stat_fields(pid: int, tid: int | None = None) -> list[str]:
     """Fields of /proc/PID[/task/TID]/stat after the command name (which may
     hold spaces and parentheses): [0] is the state letter, [1] ppid, [6] flags."""
-    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
-    with open(path, "rb") as f:
-        raw = f.read()
+    raw = _stat(pid, tid)
     return raw[raw.rindex(b")") + 2:].decode("ascii", "replace").split()
+
+
+def stat_name(pid: int) -> str | None:
+    """The command name of /proc/PID/stat (15 bytes at most)."""
+    try:
+        raw = _stat(pid)
+    except OSError:
+        return None
+    return os.fsdecode(raw[raw.find(b"(") + 1:raw.rfind(b")")])
+
+
+def link(pid: int, name: str) -> str | None:
+    """Where /proc/PID/NAME (exe, cwd) points, without the " (deleted)" the
+    kernel appends when the file still exists; None if unreadable."""
+    try:
+        path = os.readlink(f"/proc/{pid}/{name}").split("\0")[0]
+    except OSError:
+        return None
+    if path.endswith(" (deleted)") and not os.path.exists(path):
+        path = path[:-10]
+    return path or None
+
+
+def _text(pid: int, name: str) -> str | None:
+    try:
+        with open(f"/proc/{pid}/{name}", "rb") as f:
+            return os.fsdecode(f.read())
+    except OSError:
+        return None
+
+
+def cmdline(pid: int) -> list[str] | None:
+    """Arguments split at NULs, or at spaces for a program that rewrote its
+    command line (setproctitle) into one string; [] for a zombie."""
+    data = _text(pid, "cmdline")
+    if not data:
+        return None if data is None else []
+    sep = "\0" if data.endswith("\0") else " "
+    if data.endswith(sep):
+        data = data[:-1]
+    args = data.split(sep)
+    if sep == "\0" and len(args) == 1 and " " in data:
+        args = data.split(" ")
+    return args
+
+
+def environ(pid: int) -> dict[str, str] | None:
+    """NAME=value entries ended by a NUL, up to the first empty one; entries
+    without a name and = are skipped."""
+    data = _text(pid, "environ")
+    if data is None:
+        return None
+    out = {}
+    for entry in data.split("\0")[:-1]:
+        if not entry:
+            break
+        key, eq, value = entry.partition("=")
+        if eq and key:
+            out[key] = value
+    return out
 
 
 def state(pid: int, tid: int | None = None) -> str | None:

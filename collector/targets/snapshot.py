@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import bisect
 import os
+import struct
 
-from unwinder.space import Mapping, MemoryFault
+from unwinder.space import Mapping, MemoryFault, read_u64
 
 from .vmread import open_mem, pread_exact
+
+PAGE = 4096
+LATE_PAGES = 1024       # pages read late kept for the reads after (4 MiB)
+_unpack = struct.Struct("<Q").unpack_from
+_WORDS: dict = {}   # count -> unpack_from of that many words
 
 
 class Snapshot:
@@ -23,8 +29,10 @@ class Snapshot:
         self._regs = regs
         self._regions = sorted(regions)
         self._starts = [start for start, _ in self._regions]
+        self._hot: tuple[int, int, bytes] = (1, 0, b"")   # (start, last word, data): none yet
         self._live = live
         self._fd: int | None = None
+        self._late: dict[int, bytes | None] = {}    # page -> its bytes read late, or None
         self.late_reads = 0
         self.missing_reads = 0
 
@@ -45,16 +53,59 @@ class Snapshot:
         self.late_reads += 1
         return data
 
+    def read_u64(self, addr: int) -> int:
+        """unwinder.space.read_u64 of this space; a word of a copy is
+        unpacked where it lies, the copy last read first (a walk reads
+        nearly all its words from one stack)."""
+        start, last, data = self._hot
+        if start <= addr <= last:
+            return _unpack(data, addr - start)[0]
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0:
+            start, data = self._regions[i]
+            if addr + 8 <= start + len(data):
+                self._hot = (start, start + len(data) - 8, data)
+                return _unpack(data, addr - start)[0]
+        page = addr & -PAGE
+        data = self._late.get(page)
+        if data is not None and addr + 8 <= page + PAGE:  # as read() would serve it
+            self.late_reads += 1
+            return _unpack(data, addr - page)[0]
+        return read_u64(self, addr)
+
+    def words(self, addr: int, count: int) -> tuple[int, ...] | None:
+        """`count` words from `addr` if the copy last read holds them all,
+        else None (read them with read_u64)."""
+        start, last, data = self._hot
+        if start <= addr and addr + 8 * count - 8 <= last:
+            unpack = _WORDS.get(count)
+            if unpack is None:
+                unpack = _WORDS[count] = struct.Struct(f"<{count}Q").unpack_from
+            return unpack(data, addr - start)
+        return None
+
     def _read_live(self, addr: int, size: int) -> bytes | None:
+        """From the running process: the page of a read within one page is
+        read once and serves the reads after it (each still counted late)."""
         if not self._live or addr < 0 or addr + size > 1 << 64:
             return None
         if self._fd is None:
             self._fd = open_mem(self.pid)
             if self._fd is None:
                 return None
+        page = addr & -PAGE
+        if addr + size <= page + PAGE:
+            if page not in self._late:
+                if len(self._late) >= LATE_PAGES:
+                    self._late.clear()
+                self._late[page] = pread_exact(self._fd, page, PAGE)
+            data = self._late[page]
+            if data is not None:
+                return data[addr - page:addr - page + size]
         return pread_exact(self._fd, addr, size)
 
     def close(self) -> None:
+        self._late.clear()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -23,15 +23,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from ptrace import PtraceError
-from ptrace.binding import func as ptrace_func
-
 from ..errors import NoSuchProcess, NotPermitted
-from . import DEFAULT_STACK_WINDOW, DEFAULT_STOP_TIMEOUT, procfs
+from . import DEFAULT_STACK_WINDOW, DEFAULT_STOP_TIMEOUT, procfs, ptrace_func
 from .held import (PTRACE_EVENT_STOP, PTRACE_INTERRUPT, PTRACE_SEIZE, WALL, Held,
                    why_not_permitted)
 from .live import Capture, assemble
 from .procfs import ThreadInfo
+from .ptrace_func import PtraceError
 from .vmread import copy_stacks
 
 FATAL = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT,

@@ -115,7 +115,7 @@ def test_own_pid():
 def nobody_can_import_collector() -> str | None:
     """None if user nobody can run the collector's Python, else why not."""
     probe = [*SETPRIV_NOBODY, sys.executable, "-c",
-             "import collector.cli, psutil, ptrace, elftools, structlog"]
+             "import collector.cli, elftools, structlog"]
     r = subprocess.run(probe, env=collector_env(), capture_output=True, text=True,
                        cwd="/", timeout=60)
     if r.returncode == 0:
@@ -244,8 +244,8 @@ def test_already_traced_by_another_tracer(builder, spawn, collector):
     a message naming that tracer; the other tracer keeps it."""
     t = spawn(builder.build("chain.c"))
     code = ("import sys, time\n"
-            "from ptrace.binding import func\n"
-            "func.ptrace(0x4206, int(sys.argv[1]), 0, 0)\n"  # PTRACE_SEIZE
+            "from collector.targets.ptrace_func import ptrace\n"
+            "ptrace(0x4206, int(sys.argv[1]), 0, 0)\n"  # PTRACE_SEIZE
             "print('seized', flush=True)\n"
             "time.sleep(60)\n")
     other = subprocess.Popen([sys.executable, "-c", code, str(t.pid)], stdout=subprocess.PIPE,

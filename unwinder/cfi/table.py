@@ -4,7 +4,7 @@ from __future__ import annotations
 import bisect
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..regs import NAMES, R12, R13, R14, R15, RBP, RBX, RIP, RSP
 from .encoding import MASK64, PE_INDIRECT, PE_OMIT, CfiError, PointerBases, read_pointer
@@ -17,6 +17,7 @@ _HDR_FAST_TABLE_ENC = 0x3B  # datarel | sdata4: the only encoding ld and lld wri
 _ROW_CACHE_MAX = 8192
 _FDE_CACHE_MAX = 1024
 _CALLEE_SAVED = (RBX, RBP, R12, R13, R14, R15)
+_STEPPED = frozenset(_CALLEE_SAVED) | {RSP, RIP}
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,9 @@ class Row:
     fde_start: int
     fde_end: int
     args_size: int = 0
+    # step()'s plan for the usual row, CFA = reg + N and every rule "saved at
+    # CFA + N": (cfa reg, N, ((reg, N), ...), ra saved); False for any other
+    plan: tuple | bool | None = field(default=None, init=False, compare=False, repr=False)
 
 
 class CfiTable:
@@ -174,14 +178,21 @@ def _read_hdr(hdr: bytes, hdr_addr: int, eh_frame_addr: int, eh_size: int,
     return starts, offsets
 
 
-def step(row: Row, regs: dict[int, int],
-         read_u64: Callable[[int], int]) -> tuple[int, dict[int, int]]:
+def step(row: Row, regs: dict[int, int], read_u64: Callable[[int], int],
+         words: Callable[[int, int], tuple[int, ...] | None] | None = None
+         ) -> tuple[int, dict[int, int]]:
     """Apply `row` to the callee's known registers; return (cfa, caller registers).
 
     Unknown registers stay absent. A rule that needs an unknown register leaves
     its register unknown, except the CFA, whose failure is a CfiError. MemoryFault
-    from read_u64 propagates.
+    from read_u64 propagates. `words(addr, n)`, if given, is n words at once
+    where the space has them at hand, else None (then read_u64 reads them).
     """
+    plan = row.plan
+    if plan is None:
+        plan = _plan(row)
+    if plan:
+        return _step_planned(plan, regs, read_u64, words)
     cfa_rule = row.cfa
     if cfa_rule.expr is None:
         base = regs.get(cfa_rule.reg)
@@ -209,6 +220,49 @@ def step(row: Row, regs: dict[int, int],
         caller.pop(RIP, None)  # no return address: the outermost frame
     else:
         caller[RIP] = ra
+    return cfa, caller
+
+
+def _plan(row: Row) -> tuple | bool:
+    plan: tuple | bool = False
+    if row.cfa.expr is None and all(rule.kind == OFFSET for _, rule in row.rules):
+        saved = tuple((reg, rule.value) for reg, rule in row.rules)
+        offsets = [offset for _, offset in saved]
+        low = min(offsets, default=0)
+        count = (max(offsets, default=0) - low) // 8 + 1
+        # the saved words as one slice of the stack, when they are whole words apart
+        span = (low, count, tuple((reg, (offset - low) // 8) for reg, offset in saved)) \
+            if saved and count <= 32 and all((o - low) % 8 == 0 for o in offsets) else None
+        plan = (row.cfa.reg, row.cfa.offset, saved, any(reg == row.ra_reg for reg, _ in saved),
+                row.ra_reg, span)
+    object.__setattr__(row, "plan", plan)  # a cache on a frozen row, as its __init__ sets fields
+    return plan
+
+
+def _step_planned(plan: tuple, regs: dict[int, int], read_u64: Callable[[int], int],
+                  words) -> tuple[int, dict[int, int]]:
+    """step() for a planned row: the same result, without its general case."""
+    cfa_reg, cfa_offset, saved, ra_saved, ra_reg, span = plan
+    base = regs.get(cfa_reg)
+    if base is None:
+        raise CfiError(f"cfa register {_name(cfa_reg)} unknown")
+    cfa = (base + cfa_offset) & MASK64
+    if regs.keys() <= _STEPPED:  # a caller a step made: nothing to leave out
+        caller = regs.copy()     # (its rip is replaced or dropped below)
+    else:
+        caller = {r: regs[r] for r in _CALLEE_SAVED if r in regs}
+    caller[RSP] = cfa
+    got = words((cfa + span[0]) & MASK64, span[1]) if words and span else None
+    if got is not None:
+        for reg, i in span[2]:
+            caller[reg] = got[i]
+    else:
+        for reg, offset in saved:
+            caller[reg] = read_u64((cfa + offset) & MASK64)
+    if ra_saved:
+        caller[RIP] = caller[ra_reg]
+    else:
+        caller.pop(RIP, None)  # no return address: the outermost frame
     return cfa, caller
 
 

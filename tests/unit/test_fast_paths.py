@@ -1,0 +1,115 @@
+"""The walk's fast paths give what the general ones give: a planned CFI row
+steps as the rule-by-rule step does, Snapshot.read_u64 and words read as
+read_u64(space, addr) does, and a late read is counted once per read even
+when its page is served from the page read before."""
+from __future__ import annotations
+
+import ctypes
+import os
+import random
+import struct
+
+import pytest
+
+from collector.targets.snapshot import PAGE, Snapshot
+from unwinder import cfi
+from unwinder.cfi import CfaRule, Row, Rule
+from unwinder.regs import RBP, RBX, RIP, RSP, R12, R15
+from unwinder.space import FakeSpace, MemoryFault, read_u64
+
+BASE = 0x7FFF0000
+
+
+def stack_space(words: int = 64) -> FakeSpace:
+    data = b"".join(struct.pack("<Q", 0x1000 + 8 * i) for i in range(words))
+    return FakeSpace({BASE: data})
+
+
+def general(row: Row) -> Row:
+    """The same row, stepped rule by rule."""
+    twin = Row(row.cfa, row.rules, row.ra_reg, row.signal_frame, row.fde_start, row.fde_end,
+               row.args_size)
+    object.__setattr__(twin, "plan", False)
+    return twin
+
+
+def outcome(row, regs, space, words=None):
+    try:
+        return cfi.step(row, regs, lambda a: read_u64(space, a), words)
+    except (MemoryFault, cfi.CfiError) as e:
+        return type(e).__name__, str(e)
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_planned_step_is_the_general_step(seed):
+    rnd = random.Random(seed)
+    space = stack_space()
+    regs = {RSP: BASE + 8 * rnd.randrange(0, 40), RIP: 0x401000}
+    for reg in rnd.sample([RBX, RBP, R12, R15, 0, 1, 8], rnd.randrange(0, 5)):
+        regs[reg] = rnd.randrange(1 << 64)
+    saved = rnd.sample([RBX, RBP, R12, R15, RIP], rnd.randrange(0, 5))
+    rules = tuple(sorted((reg, Rule(cfi.OFFSET, rnd.choice([-8, -16, -24, -32, -12, 0, 400])))
+                         for reg in saved))
+    cfa = CfaRule(rnd.choice([RSP, RSP, RBP, 3]), rnd.choice([8, 16, 32, 1 << 20]))
+    row = Row(cfa, rules, rnd.choice([RIP, RIP, RBX]), False, 0, 0)
+    expected = outcome(general(row), regs, space)
+    assert outcome(row, regs, space) == expected
+    words = lambda addr, n: tuple(read_u64(space, addr + 8 * i) for i in range(n))  # noqa: E731
+    if isinstance(expected, tuple) and expected[0] == "MemoryFault":
+        return  # words() says None where a word is missing; read_u64 then raises as above
+    assert outcome(row, regs, space, words) == expected
+
+
+def test_a_row_that_needs_the_general_step_is_not_planned():
+    row = Row(CfaRule(RSP, 8), ((RBX, Rule(cfi.REGISTER, RBP)), (RIP, Rule(cfi.OFFSET, -8))),
+              RIP, False, 0, 0)
+    space = stack_space()
+    regs = {RSP: BASE, RBP: 5, RIP: 1}
+    assert outcome(row, regs, space) == outcome(general(row), regs, space)
+    assert row.plan is False
+
+
+def snapshot(live: bool = False) -> Snapshot:
+    data = bytes(range(256)) * 4
+    return Snapshot(os.getpid(), [], {}, [(BASE, data), (BASE + 4096, data[:64])], live=live)
+
+
+@pytest.mark.parametrize("addr", [BASE, BASE + 3, BASE + 1016, BASE + 1017, BASE + 4096,
+                                  BASE + 4096 + 56, BASE + 4096 + 57, BASE - 8, -8, 1 << 64,
+                                  (1 << 64) - 8])
+def test_snapshot_read_u64_is_read_u64(addr):
+    s = snapshot()
+    try:
+        want = read_u64(s, addr)
+    except MemoryFault as e:
+        with pytest.raises(MemoryFault) as got:
+            s.read_u64(addr)
+        assert (got.value.addr, got.value.size, got.value.why) == (e.addr, e.size, e.why)
+    else:
+        assert s.read_u64(addr) == want
+        assert s.read_u64(addr) == want  # again, from the copy last read
+
+
+def test_words_come_from_the_copy_last_read_or_not_at_all():
+    s = snapshot()
+    assert s.words(BASE, 2) is None         # no copy read yet
+    s.read_u64(BASE)
+    assert s.words(BASE + 8, 3) == tuple(read_u64(s, BASE + 8 + 8 * i) for i in range(3))
+    assert s.words(BASE + 1016, 2) is None  # runs past the copy
+    assert s.words(BASE + 4096, 1) is None  # another copy
+
+
+def test_late_reads_of_one_page_are_each_counted():
+    buf = ctypes.create_string_buffer(bytes(range(256)) * 32)   # our own memory, read "late"
+    addr = ctypes.addressof(buf)
+    s = Snapshot(os.getpid(), [], {}, [], live=True)
+    try:
+        for a in range(addr, addr + 64, 8):
+            assert s.read_u64(a) == struct.unpack_from("<Q", buf.raw, a - addr)[0]
+        assert s.read(addr + 5, 3) == buf.raw[5:8]
+        assert s.late_reads == 9
+        span = addr + (PAGE - addr % PAGE) - 4      # across a page boundary, inside buf
+        assert s.read(span, 8) == buf.raw[span - addr:span - addr + 8]
+        assert (s.late_reads, s.missing_reads) == (10, 0)
+    finally:
+        s.close()
