@@ -103,7 +103,7 @@ def test_fingerprint_that_fails_and_storm_state_damaged(tmp_path):
 
 
 def test_text_that_cannot_be_rendered_goes_out_as_json(monkeypatch, capsys):
-    def render(report):
+    def render(report, *style):
         raise KeyError("pid")
 
     monkeypatch.setattr(stdout, "render", render)
