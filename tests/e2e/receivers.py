@@ -16,6 +16,7 @@ import ssl
 import subprocess
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -159,6 +160,36 @@ def journald():
         machine = Path("/etc/machine-id").read_text().strip()
         for root in ("/var/log/journal", "/run/log/journal"):
             shutil.rmtree(f"{root}/{machine}.{ns.name}", ignore_errors=True)
+
+
+# ---------------------------------------------------------------- debuginfod
+
+
+@contextlib.contextmanager
+def debuginfod_server(served: Path, db: Path, probe: str):
+    """debuginfod serving the ELF files in `served`; yields its URL once
+    `probe` (a /buildid/ID/KIND path) answers."""
+    if shutil.which("debuginfod") is None:
+        pytest.skip("debuginfod is not installed (apt-get install debuginfod)")
+    port = free_port()
+    proc = subprocess.Popen(["debuginfod", "-F", str(served), "-p", str(port), "-d", str(db),
+                             "-t", "0", "-g", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(url + probe, timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None, "debuginfod exited"
+                assert time.monotonic() < deadline, "debuginfod did not serve the file in 30 s"
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 # --------------------------------------------------- systemd-journal-remote

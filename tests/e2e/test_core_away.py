@@ -13,8 +13,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
-import urllib.request
 
 import pytest
 
@@ -23,7 +21,7 @@ from conftest import VARIANTS
 from .corepattern import can_own, crash, crashed_thread, owned_core_pattern, short_tempdir
 from .helpers import (build_id, collector_argv, collector_env, eu_stack, fmt_thread,
                       have_eu_stack, names, run_command, same_function, schema_errors)
-from .test_symbols import free_port
+from .receivers import debuginfod_server
 
 CHAIN = ["e", "d", "main"]  # core_crash abort: main -> d -> e -> boom (abort)
 
@@ -182,31 +180,12 @@ def test_beside_the_core_and_relative_recorded_path(moved, tmp_path):
 @pytest.fixture
 def served(moved, tmp_path):
     """A debuginfod serving a directory that holds the executable."""
-    if shutil.which("debuginfod") is None:
-        pytest.skip("debuginfod is not installed")
     served = tmp_path / "served"
     served.mkdir()
     shutil.copy(moved["exe"], served / "victim")
-    port = free_port()
-    proc = subprocess.Popen(["debuginfod", "-F", str(served), "-p", str(port),
-                             "-d", str(tmp_path / "db.sqlite"), "-t", "0", "-g", "0"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(
-                        f"{url}/buildid/{build_id(moved['exe'])}/executable", timeout=2):
-                    break
-            except OSError:
-                assert proc.poll() is None, "debuginfod exited"
-                assert time.monotonic() < deadline, "debuginfod did not serve the file in 30 s"
-                time.sleep(0.2)
+    with debuginfod_server(served, tmp_path / "db.sqlite",
+                           f"/buildid/{build_id(moved['exe'])}/executable") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_debuginfod_serves_the_executable(moved, served, tmp_path):

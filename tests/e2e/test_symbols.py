@@ -13,14 +13,12 @@ import re
 import shutil
 import socket
 import subprocess
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from .helpers import (REPO, build_id, collector_argv, collector_env, fmt_thread, run_command,
                       same_function, same_path, schema_errors)
+from .receivers import debuginfod_server, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
 SOURCE = REPO / "tests" / "fixtures" / "inline.cc"
@@ -215,38 +213,13 @@ def test_time_budget_is_reported(builds, spawn, tmp_path):
 # ---------------------------------------------------------------- debuginfod
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def debuginfod(builds, tmp_path_factory):
-    if shutil.which("debuginfod") is None:
-        pytest.skip("debuginfod is not installed (apt-get install debuginfod)")
     served = tmp_path_factory.mktemp("served")
     shutil.copy(builds["debug"], served / "inline.debug")
-    port = free_port()
-    proc = subprocess.Popen(["debuginfod", "-F", str(served), "-p", str(port),
-                             "-d", str(served.parent / "db.sqlite"), "-t", "0", "-g", "0"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    bid = build_id(builds["full"])
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/buildid/{bid}/debuginfo", timeout=2):
-                    break
-            except OSError:
-                assert proc.poll() is None, "debuginfod exited"
-                assert time.monotonic() < deadline, "debuginfod did not serve the file in 30 s"
-                time.sleep(0.2)
+    with debuginfod_server(served, served.parent / "db.sqlite",
+                           f"/buildid/{build_id(builds['full'])}/debuginfo") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_debuginfod_serves_the_debug_file(builds, spawn, debuginfod, tmp_path):
