@@ -29,7 +29,8 @@ _NUMERIC = set("PpIisugtF")
 # What the worker imports after the fork (lazily elsewhere), imported before
 # it, as root: the worker reads no code from disk, which its user may not
 # even be able to (an interpreter under /root).
-WORKER_MODULES = ("collector.symbolize", "unwinder.symbols.lines", "zstandard", "lzma")
+WORKER_MODULES = ("collector.symbolize", "unwinder.symbols.lines", "zstandard", "lzma", "uuid",
+                  "datetime", "json", "traceback")
 _REPORT_PARTS = {"process": dict, "threads": list, "modules": list, "timings": dict,
                  "errors": list, "host": dict}
 
