@@ -61,13 +61,17 @@ def owned_core_pattern(pattern: str | None = None, pipe_limit: int | None = None
 
 def handler_script(directory: Path, env: dict | None = None, args: str = "") -> Path:
     """A `collector` for the kernel to start: the kernel gives a handler no
-    environment, so the script sets PYTHONPATH to this checkout (and `env`,
-    and `args` after the kernel's).
+    environment, so the script sets PYTHONPATH to this checkout, a state
+    directory and spool in `directory` (never the machine's), `env`, and
+    `args` after the kernel's.
     Crashes of other programs on the machine (other suites' fixtures) while a
     test owns core_pattern are drained by `cat` instead (told apart by
     /proc/%P/exe)."""
     path = directory / "c"
-    exports = "".join(f"export {k}='{v}'\n" for k, v in (env or {}).items())
+    env = {"COLLECTOR_STATE_DIR": directory / "handler-state",
+           "COLLECTOR_SPOOL_DIR": directory / "handler-spool",
+           **(env or {})}
+    exports = "".join(f"export {k}='{v}'\n" for k, v in env.items())
     path.write_text(f"""#!/bin/sh
 for a; do case $a in P=*) pid=${{a#P=}} ;; esac; done
 case $(readlink /proc/$pid/exe) in */{FIXTURE_EXE}-*) ;; *) exec cat >/dev/null ;; esac
