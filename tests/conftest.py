@@ -314,17 +314,18 @@ class Result:
 # never the machine's /etc/collector or /var/lib/collector.
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="collector-tests-"))
 SESSION_DIR.chmod(0o755)  # tests also run the collector as user nobody
+SESSION_CONFIG = SESSION_DIR / "collector.toml"  # a test's own --config replaces it whole
+SESSION_CONFIG.write_text(f'[collector]\nstate_dir = "{SESSION_DIR}/state"\n'
+                          f'[spool]\ndir = "{SESSION_DIR}/spool"\n')
+# also for the collectors that benches run on the tests' behalf with this environment
+os.environ.setdefault("COLLECTOR_CONFIG", str(SESSION_CONFIG))
 
 
 def collector_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     env.pop("PYTHONSTARTUP", None)
-    config = SESSION_DIR / "collector.toml"
-    if not config.exists():  # a test's own --config replaces it whole
-        config.write_text(f'[collector]\nstate_dir = "{SESSION_DIR}/state"\n'
-                          f'[spool]\ndir = "{SESSION_DIR}/spool"\n')
-    env.setdefault("COLLECTOR_CONFIG", str(config))
+    env.setdefault("COLLECTOR_CONFIG", str(SESSION_CONFIG))
     return env
 
 
