@@ -257,12 +257,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def http_server(port: int = 0, tls: tuple[Path, Path] | None = None):
-    server = Recorder(port)
-    if tls:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(*tls)
-        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+def serving(server):
+    """`server` answering in a thread of its own until the block ends."""
     t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     try:
@@ -271,6 +267,17 @@ def http_server(port: int = 0, tls: tuple[Path, Path] | None = None):
         server.shutdown()
         server.server_close()
         t.join(timeout=5)
+
+
+@contextlib.contextmanager
+def http_server(port: int = 0, tls: tuple[Path, Path] | None = None):
+    server = Recorder(port)
+    if tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*tls)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    with serving(server):
+        yield server
 
 
 # ------------------------------------------------------------- OTLP/HTTP
@@ -348,14 +355,8 @@ class OtlpHandler(http.server.BaseHTTPRequestHandler):
 def otlp_receiver(port: int = 0):
     import opentelemetry.proto  # noqa: F401  (the test extra has it: fail here, not in a thread)
     server = OtlpReceiver(port)
-    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    try:
+    with serving(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        t.join(timeout=5)
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
