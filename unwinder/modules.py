@@ -169,18 +169,37 @@ class ImageCache:
     debug files not found locally; it is set only once no target is held."""
 
     def __init__(self, fetch_debug=None):
-        self._images: dict[tuple, Image | str] = {}
+        self._images: dict[tuple, Image | str] = {}  # least recently used first
         self.fetch_debug = fetch_debug
         # (path as the target names it, build-id) -> the image opened for it,
         # so a report's frames find the very file that was unwound
         self.named: dict[tuple[str, str | None], Image] = {}
 
+    @property
+    def held(self) -> int:  # not __len__: an empty cache is still a cache (`cache or ...`)
+        return len(self._images)
+
+    def _get(self, key: tuple) -> Image | str | None:
+        cached = self._images.pop(key, None)
+        if cached is not None:
+            self._images[key] = cached
+        return cached
+
+    def begin(self, keep: int) -> None:
+        """A new run in a process that keeps its images (the service): the
+        names and the fetcher of the last run are forgotten, and the least
+        recently used images beyond `keep`."""
+        self.named.clear()
+        self.fetch_debug = None
+        while len(self._images) > keep:
+            del self._images[next(iter(self._images))]
+
     def from_file(self, open_path: str, real_path: str) -> Image:
         """Raises ElfError / OSError with a reason."""
         with open(open_regular(open_path), "rb") as f:
             st = os.fstat(f.fileno())
-            key = ("file", st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-            cached = self._images.get(key)
+            key = ("file", st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            cached = self._get(key)
             if cached is None:
                 if st.st_size == 0:
                     raise ElfError(f"{real_path}: empty file")
@@ -197,7 +216,7 @@ class ImageCache:
 
     def from_memory(self, data: bytes, name: str) -> Image:
         key = ("mem", hash(data), len(data))
-        cached = self._images.get(key)
+        cached = self._get(key)
         if cached is None:
             cached = Image(ElfFile(data, name), name)
             self._images[key] = cached
