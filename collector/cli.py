@@ -51,6 +51,7 @@ def configure(args) -> None:
     logging.setup(args.log_level or log["level"], log["target"])
     args.outlet = Outlet(cfg, args)
     args.worker = cfg["worker"]
+    args.service = cfg["service"]
 
 
 def std_streams() -> None:

@@ -61,6 +61,7 @@ SECTIONS = {
               "max_fingerprints": (int, 1024)},
     "worker": {"user": (str, "nobody"), "memory": ("size", 1 << 30), "cpu": (int, 60),
                "timeout": (float, 30.0)},
+    "service": {"cache_images": (int, 256), "cache_memory": ("size", 512 << 20)},
     "spool": {"dir": (str, "/var/spool/collector"), "max_reports": (int, 1000),
               "max_bytes": ("size", 64 << 20), "retry_after": (float, 30.0)},
     "store": {"enabled": (bool, True), "max_reports": (int, 10000),

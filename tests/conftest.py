@@ -319,6 +319,9 @@ SESSION_CONFIG.write_text(f'[collector]\nstate_dir = "{SESSION_DIR}/state"\n'
                           f'[spool]\ndir = "{SESSION_DIR}/spool"\n')
 # also for the collectors that benches run on the tests' behalf with this environment
 os.environ.setdefault("COLLECTOR_CONFIG", str(SESSION_CONFIG))
+# no attach goes through a service the machine runs; a test's service listens here
+SESSION_CONTROL = SESSION_DIR / "control.sock"
+os.environ.setdefault("COLLECTOR_CONTROL", str(SESSION_CONTROL))
 
 
 def collector_env() -> dict[str, str]:

@@ -1,30 +1,50 @@
-"""`collector attach PID`: stop, copy, release, then unwind the copy."""
+"""`collector attach PID`: through the resident service when one runs (its
+caches are warm), else in this process."""
 from __future__ import annotations
 
-import time
-
-from .. import report
+from .. import errors
+from ..attach import attach as take
+from ..service import control
 from ..targets import live
 from .options import add_stop_options, add_unwind_options, command_parser, positive
 
+ANSWER_SLACK = 30.0  # seconds the service may take beyond stopping and symbolizing
+
 
 def attach(args) -> dict:
-    t0 = time.monotonic()
-    live.check_target(args.pid)
-    process = report.process_info(args.pid)
-    cap = live.capture(args.pid, stack_window=args.stack_window, timeout=args.stop_timeout,
-                       freeze=args.freeze)
-    from ..collect import from_capture  # the engine and the rest: once released
-    rep = args.outlet.keep(from_capture("attach", process, cap, t0, args.max_frames,
-                                        args.outlet.images))
-    rep["timings"]["stop_mode"] = "process" if args.freeze else "thread"
-    return rep
+    options = {"stack_window": args.stack_window, "stop_timeout": args.stop_timeout,
+               "freeze": args.freeze, "max_frames": args.max_frames}
+    where = None if args.no_service else control.path()
+    if where is not None:
+        live.check_target(args.pid)  # what it cannot be asked, it is not asked
+        try:
+            rep = through(where, args.pid, options, args.symbolize_budget)
+        except control.Unavailable:
+            pass  # no service after all: done here
+        else:
+            args.outlet.budget = 0  # the service symbolized it with that budget
+            return args.outlet.keep(rep)
+    return args.outlet.keep(take(args.pid, images=args.outlet.images, **options))
+
+
+def through(where: str, pid: int, options: dict, budget: float) -> dict:
+    answer = control.ask(where, {"op": "attach", "pid": pid,
+                                 "options": {**options, "symbolize_budget": budget}},
+                         timeout=options["stop_timeout"] + budget + ANSWER_SLACK)
+    if isinstance(answer.get("report"), dict):
+        return answer["report"]
+    kind = getattr(errors, str(answer.get("error")), None)
+    if isinstance(kind, type) and issubclass(kind, errors.CollectorError):
+        raise kind(f"{answer.get('message')} (said the service at {where})")
+    raise control.Unavailable(f"{where}: not an answer: {str(answer)[:200]}")
 
 
 def register(sub) -> None:
     a = command_parser(sub, "attach", help="backtrace every thread of a running process",
                        description="Stop the process briefly, copy its stacks, let it go, "
-                       "and print a backtrace of every thread.")
+                       "and print a backtrace of every thread. When the resident service "
+                       "runs (`collector serve`, control socket $COLLECTOR_CONTROL or "
+                       f"{control.DEFAULT}), it does the work with its warm caches.")
     a.add_argument("pid", type=positive, help="the process id")
     add_unwind_options(a)
     add_stop_options(a)
@@ -32,4 +52,6 @@ def register(sub) -> None:
                    help="hold all threads at once, for a snapshot consistent across "
                    "threads (default: one thread at a time, each held only while its "
                    "own stack is copied)")
+    a.add_argument("--no-service", action="store_true",
+                   help="do the work in this process even when the service runs")
     a.set_defaults(func=attach)

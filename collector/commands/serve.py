@@ -1,16 +1,22 @@
-"""`collector serve --socket PATH`: the handler for core_pattern '@PATH'."""
+"""`collector serve`: the resident crash service (service/serve.py)."""
 from __future__ import annotations
 
+from ..service.control import DEFAULT, ENV
 from ..service.serve import serve
 from .options import add_stream_options, add_unwind_options, command_parser, positive
 
 
 def register(sub) -> None:
-    s = command_parser(sub, "serve", help="serve core_pattern '@SOCKET' (socket mode)",
+    s = command_parser(sub, "serve", help="the resident crash service: core_pattern "
+                       "'@SOCKET' and fast attach",
                        description="Accept the cores the kernel sends to an AF_UNIX socket "
-                       "(core_pattern '@PATH', Linux 6.16+), one report each; also runs "
-                       "under a systemd socket unit (socket activation).")
-    s.add_argument("--socket", metavar="PATH", help="where to listen (not needed under systemd)")
+                       "(core_pattern '@PATH', Linux 6.16+), one report each, and the "
+                       "requests of `collector attach` and of the pipe handler on a control "
+                       "socket; also runs under systemd socket units (socket activation).")
+    s.add_argument("--socket", metavar="PATH", help="where the kernel's cores arrive "
+                   "(none: no core socket; not needed under systemd)")
+    s.add_argument("--control", metavar="PATH",
+                   help=f"the control socket (default ${ENV}, else {DEFAULT}; '' for none)")
     s.add_argument("--jobs", type=positive, default=2, metavar="N",
                    help="cores handled at the same time at most (default 2)")
     add_unwind_options(s)

@@ -62,13 +62,16 @@ class Outlet:
         self.delivery.deliver(report, self.store_reports)
         return "the configured sinks"
 
-    def symbolize(self, report: dict) -> None:
-        if self.budget > 0:
-            stage(report.setdefault("errors", []), "symbolization", self._symbolize, report)
+    def symbolize(self, report: dict, budget: float | None = None) -> None:
+        """With the command's budget, or the one a service request gave."""
+        budget = self.budget if budget is None else budget
+        if budget > 0:
+            stage(report.setdefault("errors", []), "symbolization", self._symbolize, report,
+                  budget)
 
-    def _symbolize(self, report: dict) -> None:
+    def _symbolize(self, report: dict, budget: float) -> None:
         from ..symbolize import symbolize  # after the target is released
-        symbolize(report, self.budget, self._images)
+        symbolize(report, budget, self._images)
 
 
 def write_report(report: dict, output: str | None, report_dir: str | None) -> str:

@@ -1,26 +1,38 @@
-"""The service for core_pattern '@PATH' (Linux 6.16+). The kernel connects
-to this AF_UNIX stream socket as the crashing task and writes its core;
-each connection is handled as in pipe mode, in a child process, at most
---jobs at a time. Connections beyond that wait in the listen backlog (and
-beyond the backlog the kernel drops the core): a crash storm costs at most
---jobs handlers' memory.
+"""The resident crash service, `collector serve`.
+
+- On the kernel's socket (core_pattern '@PATH', Linux 6.16+) the kernel
+  connects as the crashing task and writes its core; each connection is
+  handled as in pipe mode, in a child process, at most --jobs at a time.
+  Connections beyond that wait in the listen backlog (and beyond the
+  backlog the kernel drops the core): a storm costs at most --jobs
+  handlers' memory.
+- On the control socket (requests.py) `collector attach` asks for a
+  report, which the service makes itself with its warm caches, one at a
+  time; and a pipe handler hands over its core, which then waits for a job
+  like a socket's.
+Children are forked from the warm parent (imports done, caches filled) and
+finish on their own if the parent dies.
 """
 from __future__ import annotations
 
+import collections
 import os
+import select
 import signal
 import socket
-import struct
 import sys
 import time
 
-from ..errors import HandlerError
+from ..errors import CollectorError, HandlerError
 from ..targets import procfs
+from . import control, requests
 from .kernel import handle_kernel_core, preload
 
 SO_PEERPIDFD = 77           # Linux 6.5+, not in Python's socket module
 LISTEN_FDS_START = 3        # sd_listen_fds(3)
 BACKLOG = 64
+REQUEST_TIMEOUT = 2.0       # seconds a client has to send its request
+MAX_WAITING = 256           # handed-over cores waiting for a job
 
 
 class Shutdown(Exception):
@@ -31,18 +43,42 @@ def log(message: str) -> None:
     print(f"collector serve: {message}", file=sys.stderr, flush=True)
 
 
-def listening_socket(path: str | None) -> socket.socket:
-    """The socket systemd passed (socket activation), else one bound at `path`."""
-    if os.environ.get("LISTEN_PID") == str(os.getpid()) and os.environ.get("LISTEN_FDS") == "1":
-        sock = socket.socket(fileno=LISTEN_FDS_START)
-        os.set_inheritable(sock.fileno(), False)
-        return sock
-    if path is None:
-        raise HandlerError("give --socket PATH (or start from a systemd socket unit)")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def listeners(core: str | None, ctl: str | None) -> dict[str, socket.socket]:
+    """{"core": ..., "control": ...}: the sockets systemd passed (socket
+    activation, named by FileDescriptorName=; a single unnamed one is the
+    kernel's), else those bound at the paths given."""
+    if os.environ.get("LISTEN_PID") == str(os.getpid()):
+        count = int(os.environ.get("LISTEN_FDS", "0") or 0)
+        names = os.environ.get("LISTEN_FDNAMES", "").split(":")
+        out = {}
+        for i in range(count):
+            name = names[i] if i < len(names) and names[i] in ("core", "control") else "core"
+            out[name] = socket.socket(fileno=LISTEN_FDS_START + i)
+            os.set_inheritable(out[name].fileno(), False)
+        if out:
+            return out
+    out = {}
+    try:
+        if core is not None:
+            out["core"] = bound(core, 0o177)  # only root may connect; the kernel regardless
+        if ctl:
+            os.makedirs(os.path.dirname(ctl) or ".", mode=0o755, exist_ok=True)
+            out["control"] = bound(ctl, 0o111)  # anyone: each asker's credentials decide
+    except BaseException:
+        for sock in out.values():
+            sock.close()
+        raise
+    if not out:
+        raise HandlerError("give --socket PATH or --control PATH (or start from a systemd "
+                           "socket unit)")
+    return out
+
+
+def bound(path: str, umask: int) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         _remove_stale(path)
-        old = os.umask(0o177)  # only root may connect; the kernel connects regardless
+        old = os.umask(umask)
         try:
             sock.bind(path)
         finally:
@@ -51,6 +87,9 @@ def listening_socket(path: str | None) -> socket.socket:
     except OSError as e:
         sock.close()
         raise HandlerError(f"cannot listen on {path}: {e.strerror or e}") from None
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
@@ -71,12 +110,12 @@ def _remove_stale(path: str) -> None:
 
 def peer(conn: socket.socket) -> tuple[int, int, int, int | None]:
     """(pid, uid, gid, pidfd or None) of the crashing task."""
-    pid, uid, gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    who = requests.peer(conn)
     try:
         pidfd = conn.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD)
     except OSError:
         pidfd = None
-    return pid, uid, gid, pidfd
+    return who.pid, who.uid, who.gid, pidfd
 
 
 def handle(conn: socket.socket, args) -> None:
@@ -85,52 +124,164 @@ def handle(conn: socket.socket, args) -> None:
         log(f"refused a connection from pid {pid}: not a process dumping core")
         return
     kernel = {"P": pid, "u": uid, "g": gid, "t": int(time.time())}
-    report = handle_kernel_core(conn.fileno(), kernel, [], args, pidfd)
+    report_core(conn.fileno(), kernel, [], args, pidfd)
+
+
+def report_core(fd: int, kernel: dict, errors: list[str], args, pidfd: int | None) -> None:
+    report = handle_kernel_core(fd, kernel, errors, args, pidfd)
     where = args.outlet.emit(report, symbolize=False)
-    log(f"pid {pid}: report sent to {where}")
+    log(f"pid {kernel.get('P')}: report sent to {where}")
+
+
+class Service:
+    def __init__(self, args, socks: dict[str, socket.socket]):
+        self.args, self.socks = args, socks
+        self.busy: set[int] = set()
+        self.waiting: collections.deque = collections.deque()  # (conn, kernel, errors, fd, pidfd)
+
+    def run(self) -> None:
+        core, ctl = self.socks.get("core"), self.socks.get("control")
+        wake, alarm = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake select, through `alarm`
+        signal.set_wakeup_fd(alarm)
+        while True:
+            self.reap()
+            while self.waiting and len(self.busy) < self.args.jobs:
+                self.start_handed(*self.waiting.popleft())
+            free = len(self.busy) < self.args.jobs
+            watch = [s for s in (ctl, core if free else None) if s is not None]
+            ready, _, _ = select.select([*watch, wake], [], [])
+            if wake in ready:
+                _drain(wake)
+            if core in ready:
+                conn, _ = core.accept()
+                self.fork(lambda: handle(conn, self.args))
+                conn.close()
+            if ctl in ready:
+                conn, _ = ctl.accept()
+                self.request(conn)
+
+    def request(self, conn: socket.socket) -> None:
+        """One control request. An attach is answered here; a core is kept
+        (with the connection, answered once a child owns it)."""
+        fds: list[int] = []
+        try:
+            conn.settimeout(REQUEST_TIMEOUT)
+            asker = requests.peer(conn)
+            message, fds = control.receive(conn, control.MAX_REQUEST)
+            if message.get("op") == "core":
+                handed = requests.core_request(message, fds, asker)
+                if len(self.waiting) >= MAX_WAITING:
+                    raise HandlerError("too many cores waiting: the handler keeps its own")
+                self.waiting.append((conn, *handed))
+                fds, conn = [], None
+                return
+            if message.get("op") != "attach":
+                raise HandlerError(f"no such request: {str(message.get('op'))[:40]!r}")
+            answer = self.attach(message, asker)
+        except (OSError, ValueError) as e:
+            answer = {"error": "HandlerError", "message": f"a bad request: {e}"}
+        except CollectorError as e:
+            answer = {"error": type(e).__name__, "message": str(e)}
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self.answer(conn, answer)
+
+    def attach(self, message: dict, asker) -> dict:
+        s = self.args.service
+        try:
+            report = requests.take_attach(message, asker, self.args.outlet, s["cache_images"])
+        except CollectorError:
+            raise
+        except Exception as e:  # a bug in us: the client does the work itself
+            log(f"attach failed: internal error: {type(e).__name__}: {e}")
+            return {"failed": f"{type(e).__name__}: {e}"}
+        if _rss() > s["cache_memory"]:
+            self.args.outlet.images.begin(self.args.outlet.images.held // 2)
+        log(f"pid {message['pid']}: report for pid {asker.pid} (uid {asker.uid})")
+        return {"report": report}
+
+    @staticmethod
+    def answer(conn: socket.socket | None, answer: dict) -> None:
+        if conn is None:
+            return
+        try:
+            conn.settimeout(REQUEST_TIMEOUT)
+            control.send(conn, answer)
+        except OSError as e:
+            log(f"could not answer a client: {e.strerror or e}")
+        finally:
+            conn.close()
+
+    def start_handed(self, conn, kernel, errors, fd, pidfd) -> None:
+        self.fork(lambda: report_core(fd, kernel, errors, self.args, pidfd), conn.fileno())
+        for own in (fd, pidfd):
+            if own is not None:
+                os.close(own)
+        self.answer(conn, {"taken": True})
+
+    def fork(self, work, *private: int) -> None:
+        """Run `work` in a child, which closes the fds that are the parent's
+        (`private` and the sockets, the waiting cores but its own)."""
+        others = [x for conn, _, _, fd, pidfd in self.waiting for x in (conn.fileno(), fd, pidfd)]
+        child = os.fork()
+        if child == 0:
+            _child(work, [*private, *(s.fileno() for s in self.socks.values()), *others])
+        self.busy.add(child)
+        log(f"handling a core ({len(self.busy)} busy)")
+
+    def reap(self, block: bool = False) -> None:
+        while self.busy:
+            try:
+                pid, _ = os.waitpid(-1, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                self.busy.clear()
+                return
+            if pid == 0:
+                return
+            self.busy.discard(pid)
+            block = False
 
 
 def serve(args) -> None:
-    sock = listening_socket(args.socket)
+    ctl = args.control if args.control is not None else (os.environ.get(control.ENV)
+                                                          or control.DEFAULT)
+    service = Service(args, listeners(args.socket, ctl))
     preload()  # once, for every handler and worker forked from here
-    busy: set[int] = set()
 
     def stop(signum, frame):
         raise Shutdown()
 
     for s in (signal.SIGTERM, signal.SIGINT):
         signal.signal(s, stop)
-    log(f"listening (at most {args.jobs} cores at a time)")
+    log(f"listening on {', '.join(sorted(service.socks))} (at most {args.jobs} cores at a time)")
     try:
-        while True:
-            _reap(busy, block=len(busy) >= args.jobs)
-            if len(busy) >= args.jobs:
-                continue
-            conn, _ = sock.accept()
-            child = os.fork()
-            if child == 0:
-                _child(sock, conn, args)
-            conn.close()
-            busy.add(child)
-            log(f"handling a core ({len(busy)} busy)")
+        service.run()
     except Shutdown:
-        log(f"stopping: waiting for {len(busy)} handlers")
+        log(f"stopping: waiting for {len(service.busy)} handlers")
     finally:
-        sock.close()
+        for sock in service.socks.values():
+            sock.close()
         for s in (signal.SIGTERM, signal.SIGINT):
             signal.signal(s, signal.SIG_IGN)
-        while busy:
-            _reap(busy, block=True)
+        for conn, *_ in service.waiting:  # their handlers still have the cores
+            conn.close()
+        while service.busy:
+            service.reap(block=True)
 
 
-def _child(sock: socket.socket, conn: socket.socket, args) -> None:
-    """Handle one connection and exit, never returning into the server loop."""
+def _child(work, close: list[int | None]) -> None:
+    """Run `work` and exit, never returning into the server loop."""
     code = 0
     try:
-        for s in (signal.SIGTERM, signal.SIGINT):
+        signal.set_wakeup_fd(-1)
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(s, signal.SIG_DFL)
-        sock.close()
-        handle(conn, args)
+        for fd in close:
+            if fd is not None:
+                os.close(fd)
+        work()
     except BaseException as e:  # the child must not run the parent's loop
         log(f"internal error: {type(e).__name__}: {e}")
         code = 1
@@ -138,15 +289,17 @@ def _child(sock: socket.socket, conn: socket.socket, args) -> None:
         os._exit(code)
 
 
-def _reap(busy: set[int], block: bool) -> None:
-    while busy:
-        try:
-            pid, _ = os.waitpid(-1, 0 if block else os.WNOHANG)
-        except ChildProcessError:
-            busy.clear()
-            return
-        if pid == 0:
-            return
-        busy.discard(pid)
-        block = False
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
 
+
+def _rss() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -1,0 +1,126 @@
+"""The service's control socket: one request per connection, a length-framed
+JSON message each way, file descriptors alongside (SCM_RIGHTS).
+
+- {"op": "attach", "pid": N, "options": {...}}: the service attaches with
+  its warm caches and answers {"report": {...}} or {"error": CLASS, "message":
+  TEXT} (a CollectorError of errors.py, raised again by the client).
+- {"op": "core", "kernel": {...}, "errors": [...]} with the core's pipe (and
+  the kernel's pidfd, if any): the pipe handler hands its core over and the
+  service answers {"taken": true} once a child of its own owns it.
+
+The client side is imported by `attach` and the pipe handler before they
+touch a target: it costs socket, struct and json only.
+"""
+from __future__ import annotations
+
+import array
+import json
+import os
+import socket
+import struct
+
+DEFAULT = "/run/collector/control.sock"
+ENV = "COLLECTOR_CONTROL"
+HEADER = struct.Struct("!I")
+MAX_REQUEST = 64 << 10
+MAX_ANSWER = 256 << 20
+MAX_FDS = 2
+CONNECT_TIMEOUT = 1.0
+
+
+class Unavailable(Exception):
+    """No service answers there: the caller does the work itself."""
+
+
+def path() -> str | None:
+    """The control socket to use: $COLLECTOR_CONTROL if set (an empty value
+    or a path with no socket means none), else the default one if it exists."""
+    named = os.environ.get(ENV)
+    where = DEFAULT if named is None else named
+    try:
+        import stat
+        return where if where and stat.S_ISSOCK(os.stat(where).st_mode) else None
+    except OSError:
+        return None
+
+
+def send(sock: socket.socket, message: dict, fds: tuple[int, ...] = ()) -> None:
+    body = json.dumps(message, separators=(",", ":")).encode()
+    data = HEADER.pack(len(body)) + body
+    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+    sent = sock.sendmsg([data], ancillary)
+    sock.sendall(data[sent:])
+
+
+def receive(sock: socket.socket, limit: int) -> tuple[dict, list[int]]:
+    """One message and the fds that came with it. Raises ValueError for a
+    message that is not one (too long, not JSON, cut short)."""
+    fds: list[int] = []
+    head, more = _recv(sock, HEADER.size, fds)
+    (size,) = HEADER.unpack(head)
+    if size > limit:
+        _close(fds)
+        raise ValueError(f"a message of {size} bytes (at most {limit})")
+    body = bytearray(more)
+    while len(body) < size:
+        chunk = sock.recv(min(size - len(body), 1 << 20))
+        if not chunk:
+            _close(fds)
+            raise ValueError("the message was cut short")
+        body += chunk
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        message = None
+    if not isinstance(message, dict):
+        _close(fds)
+        raise ValueError("the message is not a JSON object")
+    return message, fds
+
+
+def _recv(sock: socket.socket, n: int, fds: list[int]) -> tuple[bytes, bytes]:
+    """The first n bytes (and what arrived after them in the same read)."""
+    space = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
+    data, ancillary, flags, _ = sock.recvmsg(1 << 16, space)
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            got = array.array("i")
+            got.frombytes(payload[:len(payload) - len(payload) % got.itemsize])
+            fds.extend(got)
+    if flags & socket.MSG_CTRUNC:
+        _close(fds)
+        raise ValueError("more descriptors than a request takes")
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            _close(fds)
+            raise ValueError("the message was cut short")
+        data += chunk
+    return data[:n], data[n:]
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+    fds.clear()
+
+
+def ask(where: str, message: dict, fds: tuple[int, ...] = (), timeout: float | None = None) -> dict:
+    """The service's answer; Unavailable if it cannot be asked."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.settimeout(CONNECT_TIMEOUT)
+        try:
+            sock.connect(where)
+        except OSError as e:
+            raise Unavailable(f"{where}: {e.strerror or e}") from None
+        sock.settimeout(timeout)
+        try:
+            send(sock, message, fds)
+            answer, extra = receive(sock, MAX_ANSWER)
+        except (OSError, ValueError) as e:
+            raise Unavailable(f"{where}: no answer: {e}") from None
+        _close(extra)
+        return answer
+    finally:
+        sock.close()
