@@ -10,6 +10,7 @@ from unwinder.debuginfo import DEBUG_DIRS_ENV, debug_dirs
 from ..collect import from_core_file
 from ..debuginfod import Debuginfod
 from ..errors import UsageError
+from ..service import control
 from ..service.kernel import KERNEL_ARGS, handle_kernel_core, kernel_args
 from ..targets.locate import Where
 from .options import add_stream_options, add_unwind_options, command_parser
@@ -21,6 +22,8 @@ def core(args) -> dict | None:
         if away:
             raise UsageError("--exe, --sysroot and --debug-dir are for a core file")
         kernel, errors = kernel_args(args.file_or_specs)
+        if control.hand_off(kernel, errors):
+            return None  # the service reports it
         args.outlet.emit(handle_kernel_core(0, kernel, errors, args), symbolize=False)
         return None
     if len(args.file_or_specs) != 1:

@@ -124,3 +124,25 @@ def ask(where: str, message: dict, fds: tuple[int, ...] = (), timeout: float | N
         return answer
     finally:
         sock.close()
+
+
+def hand_off(kernel: dict, errors: list[str]) -> bool:
+    """The pipe handler's core (stdin) and the kernel's pidfd, handed to the
+    service; True once a child of the service owns them. No answer (no
+    service, or it died first) leaves the core unread, to the handler."""
+    where = path()
+    if where is None:
+        return False
+    pidfd = kernel.get("F")
+    fds = [0]
+    try:
+        if isinstance(pidfd, int) and pidfd > 2:
+            os.fstat(pidfd)
+            fds.append(pidfd)
+    except OSError:
+        pass
+    try:
+        answer = ask(where, {"op": "core", "kernel": kernel, "errors": errors}, tuple(fds))
+    except Unavailable:
+        return False
+    return answer.get("taken") is True

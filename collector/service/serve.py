@@ -247,7 +247,8 @@ class Service:
 def serve(args) -> None:
     ctl = args.control if args.control is not None else (os.environ.get(control.ENV)
                                                           or control.DEFAULT)
-    service = Service(args, listeners(args.socket, ctl))
+    socks = listeners(args.socket, ctl)
+    service = Service(args, socks)
     preload()  # once, for every handler and worker forked from here
 
     def stop(signum, frame):
@@ -261,8 +262,11 @@ def serve(args) -> None:
     except Shutdown:
         log(f"stopping: waiting for {len(service.busy)} handlers")
     finally:
-        for sock in service.socks.values():
+        for sock in socks.values():
+            where = sock.getsockname()
             sock.close()
+            if where and where in (args.socket, ctl) and "LISTEN_PID" not in os.environ:
+                _unlink(where)  # ours, not systemd's: no stale socket for clients to try
         for s in (signal.SIGTERM, signal.SIGINT):
             signal.signal(s, signal.SIG_IGN)
         for conn, *_ in service.waiting:  # their handlers still have the cores
@@ -287,6 +291,13 @@ def _child(work, close: list[int | None]) -> None:
         code = 1
     finally:
         os._exit(code)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _drain(fd: int) -> None:

@@ -70,6 +70,7 @@ def handler_script(directory: Path, env: dict | None = None, args: str = "") -> 
     path = directory / "c"
     env = {"COLLECTOR_STATE_DIR": directory / "handler-state",
            "COLLECTOR_SPOOL_DIR": directory / "handler-spool",
+           "COLLECTOR_CONTROL": directory / "control.sock",  # a test's own service, if any
            **(env or {})}
     exports = "".join(f"export {k}='{v}'\n" for k, v in env.items())
     path.write_text(f"""#!/bin/sh
