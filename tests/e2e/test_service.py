@@ -1,0 +1,235 @@
+"""The resident service's control socket: `attach` through it (and its
+credential check), the fallback when no service answers, the pipe handler
+handing its core over, and a service killed with cores in flight."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from collector.service.kernel import KERNEL_ARGS
+
+from .corepattern import (_core_limit, can_own, crash, crashed_thread, handler_script,
+                          owned_core_pattern, short_tempdir, wait_report)
+from .helpers import assert_chain, collector_argv, collector_env, names, run_command
+from .receivers import stop
+from .test_core_socket import kernel_has_socket_mode
+
+NOBODY = 65534
+
+# A client that is not root: Python and the modules a refused attach needs
+# are loaded as root (nobody may not read this interpreter's files), then
+# the process becomes nobody before it connects (SO_PEERCRED says who
+# connected, not who started).
+NOBODY_CLIENT = f"""
+import os, sys
+import collector.cli, collector.commands.attach, collector.logging, structlog
+import collector.delivery.deliver, collector.delivery.sinks.stdout, sqlite3, tomllib
+os.setgroups([])
+os.setresgid({NOBODY}, {NOBODY}, {NOBODY})
+os.setresuid({NOBODY}, {NOBODY}, {NOBODY})
+sys.exit(collector.cli.main(sys.argv[1:]))
+"""
+
+
+class Service:
+    def __init__(self, proc: subprocess.Popen, control, log):
+        self.proc, self.control, self.log = proc, control, log
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+
+@pytest.fixture
+def service():
+    """start(*args, control=PATH) -> Service: `collector serve` on the
+    session's control socket (where every collector the tests start looks),
+    or on `control`; stopped at the end, however the test ended."""
+    d = short_tempdir()
+    started = []
+
+    def start(*args, control=None) -> Service:
+        control = control or os.environ["COLLECTOR_CONTROL"]
+        log = d / f"serve-{len(started)}.log"
+        proc = subprocess.Popen(collector_argv("serve", "--control", control, *args),
+                                stdout=subprocess.DEVNULL, stderr=open(log, "w"),
+                                env=collector_env(), start_new_session=True)
+        started.append(proc)
+        deadline = time.monotonic() + 30
+        while "listening" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the service did not start"
+            time.sleep(0.05)
+        return Service(proc, control, log)
+
+    start.dir = d
+    yield start
+    for proc in started:
+        stop(proc)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def frame_names(report: dict) -> dict[int, list[str]]:
+    return {t["tid"]: names(t) for t in report["threads"]}
+
+
+def test_attach_through_the_service(builder, spawn, service, collector):
+    """The same backtrace as in-process, made by the service (twice: the
+    second with its caches warm), and said so in the timings."""
+    t = spawn(builder.build("chain.c"), "3")
+    serving = service()
+    first, again = collector("attach", t.pid), collector("attach", t.pid)
+    alone = collector("attach", "--no-service", t.pid)
+    for r in (first, again, alone):
+        assert r.rc == 0, str(r)
+    assert first.report["timings"].get("service") is True
+    assert again.report["timings"].get("service") is True
+    assert "service" not in alone.report["timings"]
+    assert frame_names(first.report) == frame_names(again.report) == frame_names(alone.report)
+    assert any("main" in n for n in frame_names(first.report).values())
+    served = re.findall(rf"pid {t.pid}: report for pid (\d+)", serving.text())
+    assert len(served) == 2, serving.text()
+    # the text format is the client's: printed as in-process
+    text = collector("attach", "--format", "text", t.pid)
+    assert text.rc == 0 and f"PID {t.pid}" in text.stdout, str(text)
+
+
+def test_a_client_may_ask_only_for_what_it_could_trace(builder, spawn, service, world_dir):
+    """nobody asking for root's process: refused with exit 4 and why; for
+    nobody's own process: a report through the service."""
+    serving = service()
+    exe = world_dir / "chain"
+    shutil.copy2(builder.build("chain.c"), exe)
+    os.chmod(exe, 0o755)
+    roots, nobodys = spawn(exe, "1"), spawn(exe, "1", user=NOBODY)
+    client = [sys.executable, "-c", NOBODY_CLIENT, "attach"]
+    refused = run_command([*client, str(roots.pid)])
+    assert refused.rc == 4, str(refused)
+    assert re.search(rf"uid {NOBODY} may not trace pid {roots.pid}: .*another user",
+                     refused.stderr), refused.stderr
+    assert refused.stderr.count("\n") == 1, refused.stderr
+    allowed = run_command([*client, str(nobodys.pid)])
+    assert allowed.rc == 0, str(allowed)
+    assert allowed.report["timings"].get("service") is True
+    assert allowed.report["process"]["pid"] == nobodys.pid
+    assert f"pid {nobodys.pid}: report for pid" in serving.text()
+    assert f"pid {roots.pid}: report" not in serving.text()
+
+
+def test_attach_without_a_service(builder, spawn, tmp_path):
+    """No socket, a socket file nobody listens on, a server that hangs up:
+    the attach is done in-process, as if there were no service."""
+    t = spawn(builder.build("chain.c"), "1")
+    stale = tmp_path / "stale.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(stale))
+    s.close()
+    rude = socket.socket(socket.AF_UNIX)
+    rude.bind(str(tmp_path / "rude.sock"))
+    rude.listen(4)
+    try:
+        for where in (tmp_path / "none.sock", stale, tmp_path / "rude.sock", ""):
+            env = dict(collector_env(), COLLECTOR_CONTROL=str(where))
+            if where == tmp_path / "rude.sock":  # accepts, then closes unanswered
+                threading.Thread(target=lambda: rude.accept()[0].close(), daemon=True).start()
+            r = run_command(collector_argv("attach", t.pid), env=env)
+            assert r.rc == 0, f"{where}: {r}"
+            assert "service" not in r.report["timings"], where
+            assert any("main" in n for n in frame_names(r.report).values())
+    finally:
+        rude.close()
+
+
+@pytest.mark.skipif(can_own() is not None, reason=str(can_own()))
+def test_the_pipe_handler_hands_its_core_to_the_service(builder, service):
+    """core_pattern '|handler': the handler passes its stdin to the running
+    service, which reports the crash; without the service (test_core_pipe)
+    the handler does it itself."""
+    exe = builder.build("core_crash.c", "O0-fp")
+    d = service.dir
+    reports = d / "r"
+    reports.mkdir(mode=0o700)
+    control = d / "control.sock"
+    serving = service("--report-dir", reports, control=control)
+    handler = handler_script(d, {"COLLECTOR_CONTROL": control})
+    with owned_core_pattern(f"|{handler} core --from-kernel --report-dir {d}/own "
+                            f"{KERNEL_ARGS}", pipe_limit=4):
+        pid = crash([exe, "segv", 16])
+        report, = wait_report(reports, [pid])
+    assert not (d / "own").exists(), "the handler wrote a report of its own"
+    assert f"pid {pid}: report sent to {reports}" in serving.text(), serving.text()
+    assert report["source"] == "core" and report["signal"]["name"] == "SIGSEGV"
+    assert report["core"]["bytes"] == report["core"]["expected_bytes"]
+    assert report["process"].get("exe", "").endswith(exe.name)  # from /proc, read by the service
+    bad = crashed_thread(report)
+    assert names(bad)[:3] == ["boom", "e", "d"], names(bad)
+
+
+@pytest.mark.skipif(can_own() is not None, reason=str(can_own()))
+def test_kill_9_of_the_service_with_cores_in_flight(builder, service):
+    """Every core the service had taken still gets its report after a
+    SIGKILL of the service (its children finish on their own), and a new
+    service (as systemd's Restart= starts) takes the next crash."""
+    if not kernel_has_socket_mode():
+        pytest.skip("core_pattern '@socket' needs Linux 6.16+")
+    exe = builder.build("core_crash.c")
+    d = service.dir
+    reports, sock = d / "r", d / "s"
+    reports.mkdir(mode=0o700)
+    args = ("--socket", sock, "--jobs", "2", "--report-dir", reports)
+    first = service(*args, control=d / "c")
+    with owned_core_pattern(f"@{sock}"):
+        procs = [subprocess.Popen([exe, "big", "256"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, preexec_fn=_core_limit)
+                 for _ in range(2)]
+        deadline = time.monotonic() + 30
+        while first.text().count("handling a core") < 2:
+            assert time.monotonic() < deadline, first.text()
+            time.sleep(0.01)
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait()
+        pids = [p.pid for p in procs]
+        for p in procs:
+            p.wait(timeout=60)
+        taken = wait_report(reports, pids)
+        assert [r["process"]["pid"] for r in taken] == pids
+        for r in taken:
+            assert r["core"]["bytes"] == r["core"]["expected_bytes"], r["errors"]
+            assert_chain(crashed_thread(r), ["boom", "e", "d", "main"], max_above=0)
+        service(*args, control=d / "c")  # the stale sockets are taken over
+        pid = crash([exe, "segv", 16])
+        report, = wait_report(reports, [pid])
+    assert names(crashed_thread(report))[:3] == ["boom", "e", "d"]
+
+
+@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None,
+                    reason="systemd-socket-activate is missing (apt-get install systemd)")
+def test_socket_activation_with_both_sockets(builder, spawn, tmp_path):
+    """As under collector-core.socket and collector-control.socket: two
+    named fds, each used as what its name says."""
+    t = spawn(builder.build("chain.c"), "1")
+    core, control = tmp_path / "core.sock", tmp_path / "control.sock"
+    log = tmp_path / "serve.log"
+    proc = subprocess.Popen(["systemd-socket-activate", "-l", str(core), "-l", str(control),
+                             "--fdname=core:control", *collector_argv("serve")],
+                            stdout=subprocess.DEVNULL, stderr=open(log, "w"),
+                            env=collector_env(), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not control.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        r = run_command(collector_argv("attach", t.pid),
+                        env=dict(collector_env(), COLLECTOR_CONTROL=str(control)))
+        assert r.rc == 0 and r.report["timings"].get("service") is True, str(r)
+        assert "listening on control, core" in log.read_text(), log.read_text()
+    finally:
+        stop(proc)
