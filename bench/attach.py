@@ -2,7 +2,7 @@
 """Side-by-side benchmark: `collector attach` vs `eu-stack -p` vs
 `gdb -batch -ex 'thread apply all bt'` against the same live targets.
 
-    python bench/attach.py [--runs 5] [--no-gdb] [--pin] [--fifo] [--json results.json]
+    python bench/attach.py [--runs 5] [--no-gdb] [--pin] [--fifo] [--service] [--json results.json]
 
 Targets (compiled from bench/attach_target.c into a temp dir at run time):
 
@@ -13,6 +13,11 @@ Targets (compiled from bench/attach_target.c into a temp dir at run time):
    measured on its own. Rows: wall time (median), held-stopped time
    (median), ratios to eu-stack.
 2. The main thread parked 10,000 frames deep: wall time of each tool.
+3. node (about 11 threads, JIT code), when node is installed.
+
+--service also starts `collector serve --control` (the resident service,
+warmed by the uncounted round) and adds rows for `collector attach` through
+it; every other collector row runs in-process (--no-service), cold.
 
 The tools run round-robin (one warm-up round not counted), so drifts in the
 machine's load hit them alike (issue 13's targets: wall <= 2.5x, held <=
@@ -42,8 +47,12 @@ SHM = struct.Struct("<5Q")  # reset_seq, ack_seq, max_gap_ns, loops, max_other_n
 TOOL_TIMEOUT = 120
 
 
+CONTROL = {"path": ""}  # the bench's own service, with --service ("": none)
+
+
 def tool_env() -> dict[str, str]:
     env = dict(os.environ)
+    env["COLLECTOR_CONTROL"] = CONTROL["path"]
     env.pop("DEBUGINFOD_URLS", None)  # never let gdb/eu-stack go to the network
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     return env
@@ -246,6 +255,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fifo", action="store_true",
                     help="run every tool SCHED_FIFO (chrt -f 10; root): for a loaded machine")
     ap.add_argument("--json", metavar="PATH", help="also write the raw measurements here")
+    ap.add_argument("--service", action="store_true",
+                    help="also attach through a resident `collector serve --control` (warm)")
     args = ap.parse_args(argv)
     if args.fifo:
         if os.geteuid() != 0 or shutil.which("chrt") is None:
@@ -269,84 +280,141 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="collector-bench-") as tmp:
         tmp = Path(tmp)
         exe = compile_target(tmp)
-
-        # 1. many threads + spinner. --pin gives the spinner a cpu of its own
-        # and the bench (hence every tool) the others.
-        cpus = sorted(os.sched_getaffinity(0))
-        spin_cpu = -1
-        if args.pin and len(cpus) >= 2:
-            spin_cpu = cpus[-1]
-            os.sched_setaffinity(0, cpus[:-1])
-            print(f"spinner pinned to cpu {spin_cpu}; tools run on cpu(s) {cpus[:-1]}")
-        shm = tmp / "spinner.shm"
-        shm.write_bytes(b"\0" * SHM.size)
-        target = Target([str(exe), "threads", str(shm), str(args.threads), str(args.depth),
-                         str(spin_cpu)])
+        service = start_service(col, tmp, args.pin) if args.service else None
         try:
-            spinner = Spinner(shm)
-            pid = str(target.pid)
-            # like for like: symbol names only, then with file:line and inlines
-            tools = {"collector": [*col, "attach", "--symbolize-budget", "0", pid]}
-            if have["eu-stack"]:
-                tools["eu-stack"] = ["eu-stack", "-p", pid]
-            tools["collector (lines)"] = [*col, "attach", pid]
-            if have["eu-stack"]:
-                tools["eu-stack -s -i"] = ["eu-stack", "-s", "-i", "-p", pid]
-            if have["gdb"] and not args.no_gdb:
-                tools["gdb"] = ["gdb", "-nx", "-batch", "-p", pid, "-ex", "thread apply all bt"]
-            tools["baseline: python -c pass"] = [sys.executable, "-c", "pass"]
-            tools["collector --version"] = [*col, "--version"]
-            res = bench_target(tools, args.runs, spinner)
-            results["threads"] = res
-            print_table(f"{args.threads} threads parked {args.depth} deep + 1 spinner "
-                        f"(pid {pid}), median of {args.runs}", res, held=True)
-            print("  held: the spinner's longest stall across a stop (a voluntary context switch: "
-                  "it never blocks by itself);\n  noise: its longest other stall (preemption, "
-                  "stolen vcpu) in the same run, not counted as held.\n  baseline rows: "
-                  "no attach at all, and the collector's start-up alone.")
-            c, e = res["collector"], res.get("eu-stack")
-            if e:
-                verdict("held <= 0.5x eu-stack", ratio(med(c["held"]), med(e["held"])), 0.5)
-                verdict("wall <= 1.5x eu-stack", ratio(med(c["wall"]), med(e["wall"])), 1.5)
-                verdict("issue 13: held <= 1.2x eu-stack",
-                        ratio(med(c["held"]), med(e["held"])), 1.2)
-                verdict("issue 13: wall <= 2.5x eu-stack",
-                        ratio(med(c["wall"]), med(e["wall"])), 2.5)
-                cl, es = res["collector (lines)"], res.get("eu-stack -s -i")
-                if es:
-                    verdict("with lines: wall <= 1.5x eu-stack -s -i",
-                            ratio(med(cl["wall"]), med(es["wall"])), 1.5)
+            run_targets(args, col, have, exe, tmp, results)
         finally:
-            target.kill()
-            os.sched_setaffinity(0, cpus)
-
-        # 2. deep recursion
-        target = Target([str(exe), "recurse", str(args.recursion)])
-        try:
-            pid = str(target.pid)
-            limit = str(args.recursion + 100)
-            tools = {"collector": [*col, "attach", "--symbolize-budget", "0", pid,
-                                   "--max-frames", limit]}
-            if have["eu-stack"]:
-                tools["eu-stack"] = ["eu-stack", "-n", "0", "-p", pid]
-            if have["gdb"] and not args.no_gdb:
-                tools["gdb"] = ["gdb", "-nx", "-batch", "-p", pid, "-ex", "bt"]
-            res = bench_target(tools, args.runs, None)
-            results["recursion"] = res
-            print_table(f"main thread {args.recursion} frames deep (pid {pid}), median of {args.runs}",
-                        res, held=False)
-            c, e = res["collector"], res.get("eu-stack")
-            if e:
-                verdict("wall <= 1x eu-stack", ratio(med(c["wall"]), med(e["wall"])), 1.0)
-                verdict("issue 13: wall <= 4x eu-stack", ratio(med(c["wall"]), med(e["wall"])), 4.0)
-        finally:
-            target.kill()
+            if service is not None:
+                service.terminate()
+                service.wait()
 
     print(f"\nbench took {time.monotonic() - started:.0f} s; load average at the end "
           f"{os.getloadavg()[0]:.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0
+
+
+def start_service(col: list[str], tmp: Path, pin: bool) -> subprocess.Popen:
+    CONTROL["path"] = str(tmp / "control.sock")
+    proc = subprocess.Popen([*col, "serve", "--control", CONTROL["path"]], env=tool_env(),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    cpus = sorted(os.sched_getaffinity(0))
+    if pin and len(cpus) >= 2:
+        os.sched_setaffinity(proc.pid, cpus[:-1])  # the tools' cpus, not the spinner's
+    deadline = time.monotonic() + 30
+    while not os.path.exists(CONTROL["path"]):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            sys.exit("bench: the service did not start")
+        time.sleep(0.05)
+    print(f"service: pid {proc.pid}, control socket {CONTROL['path']}")
+    return proc
+
+
+def run_targets(args, col: list[str], have: dict, exe: Path, tmp: Path, results: dict) -> None:
+    cold = [*col, "attach", "--no-service"]
+    warm = [*col, "attach"]
+    # 1. many threads + spinner. --pin gives the spinner a cpu of its own
+    # and the bench (hence every tool) the others.
+    cpus = sorted(os.sched_getaffinity(0))
+    spin_cpu = -1
+    if args.pin and len(cpus) >= 2:
+        spin_cpu = cpus[-1]
+        os.sched_setaffinity(0, cpus[:-1])
+        print(f"spinner pinned to cpu {spin_cpu}; tools run on cpu(s) {cpus[:-1]}")
+    shm = tmp / "spinner.shm"
+    shm.write_bytes(b"\0" * SHM.size)
+    target = Target([str(exe), "threads", str(shm), str(args.threads), str(args.depth),
+                     str(spin_cpu)])
+    try:
+        spinner = Spinner(shm)
+        pid = str(target.pid)
+        # like for like: symbol names only, then with file:line and inlines
+        tools = {"collector": [*cold, "--symbolize-budget", "0", pid]}
+        if have["eu-stack"]:
+            tools["eu-stack"] = ["eu-stack", "-p", pid]
+        tools["collector (lines)"] = [*cold, pid]
+        if args.service:
+            tools["collector via service (lines)"] = [*warm, pid]
+            tools["collector via service, budget 0"] = [*warm, "--symbolize-budget", "0", pid]
+        if have["eu-stack"]:
+            tools["eu-stack -s -i"] = ["eu-stack", "-s", "-i", "-p", pid]
+        if have["gdb"] and not args.no_gdb:
+            tools["gdb"] = ["gdb", "-nx", "-batch", "-p", pid, "-ex", "thread apply all bt"]
+        tools["baseline: python -c pass"] = [sys.executable, "-c", "pass"]
+        tools["collector --version"] = [*col, "--version"]
+        res = bench_target(tools, args.runs, spinner)
+        results["threads"] = res
+        print_table(f"{args.threads} threads parked {args.depth} deep + 1 spinner "
+                    f"(pid {pid}), median of {args.runs}", res, held=True)
+        print("  held: the spinner's longest stall across a stop (a voluntary context switch: "
+              "it never blocks by itself);\n  noise: its longest other stall (preemption, "
+              "stolen vcpu) in the same run, not counted as held.\n  baseline rows: "
+              "no attach at all, and the collector's start-up alone.")
+        c, e = res["collector"], res.get("eu-stack")
+        if e:
+            verdict("held <= 0.5x eu-stack", ratio(med(c["held"]), med(e["held"])), 0.5)
+            verdict("wall <= 1.5x eu-stack", ratio(med(c["wall"]), med(e["wall"])), 1.5)
+            verdict("issue 13: held <= 1.2x eu-stack",
+                    ratio(med(c["held"]), med(e["held"])), 1.2)
+            verdict("issue 13: wall <= 2.5x eu-stack",
+                    ratio(med(c["wall"]), med(e["wall"])), 2.5)
+            cl, es = res["collector (lines)"], res.get("eu-stack -s -i")
+            if es:
+                verdict("with lines: wall <= 1.5x eu-stack -s -i",
+                        ratio(med(cl["wall"]), med(es["wall"])), 1.5)
+            if args.service:
+                verdict("issue 13: through the service, default: wall <= 1.0x eu-stack",
+                        ratio(med(res["collector via service (lines)"]["wall"]),
+                              med(e["wall"])), 1.0)
+    finally:
+        target.kill()
+        os.sched_setaffinity(0, cpus)
+
+    # 2. deep recursion
+    target = Target([str(exe), "recurse", str(args.recursion)])
+    try:
+        pid = str(target.pid)
+        limit = str(args.recursion + 100)
+        tools = {"collector": [*cold, "--symbolize-budget", "0", pid, "--max-frames", limit]}
+        if have["eu-stack"]:
+            tools["eu-stack"] = ["eu-stack", "-n", "0", "-p", pid]
+        if have["gdb"] and not args.no_gdb:
+            tools["gdb"] = ["gdb", "-nx", "-batch", "-p", pid, "-ex", "bt"]
+        res = bench_target(tools, args.runs, None)
+        results["recursion"] = res
+        print_table(f"main thread {args.recursion} frames deep (pid {pid}), median of {args.runs}",
+                    res, held=False)
+        c, e = res["collector"], res.get("eu-stack")
+        if e:
+            verdict("wall <= 1x eu-stack", ratio(med(c["wall"]), med(e["wall"])), 1.0)
+            verdict("issue 13: wall <= 4x eu-stack", ratio(med(c["wall"]), med(e["wall"])), 4.0)
+    finally:
+        target.kill()
+
+    if shutil.which("node"):
+        bench_node(args, cold, warm, have, results)
+
+
+def bench_node(args, cold: list[str], warm: list[str], have: dict, results: dict) -> None:
+    target = Target(["node", "-e", "console.log('ready'); setInterval(() => {}, 1000)"])
+    try:
+        pid = str(target.pid)
+        tools = {"collector (lines)": [*cold, pid]}
+        if have["eu-stack"]:
+            tools["eu-stack"] = ["eu-stack", "-p", pid]
+        if args.service:
+            tools["collector via service (lines)"] = [*warm, pid]
+        res = bench_target(tools, args.runs, None)
+        results["node"] = res
+        print_table(f"node, idle (pid {pid}), median of {args.runs}", res, held=False)
+        e = res.get("eu-stack")
+        if e and args.service:
+            verdict("issue 13: node through the service, default: wall <= 1.0x eu-stack",
+                    ratio(med(res["collector via service (lines)"]["wall"]), med(e["wall"])), 1.0)
+    finally:
+        target.kill()
 
 
 if __name__ == "__main__":

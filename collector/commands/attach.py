@@ -3,9 +3,7 @@ caches are warm), else in this process."""
 from __future__ import annotations
 
 from .. import errors
-from ..attach import attach as take
 from ..service import control
-from ..targets import live
 from .options import add_stop_options, add_unwind_options, command_parser, positive
 
 ANSWER_SLACK = 30.0  # seconds the service may take beyond stopping and symbolizing
@@ -14,6 +12,7 @@ ANSWER_SLACK = 30.0  # seconds the service may take beyond stopping and symboliz
 def attach(args) -> dict:
     options = {"stack_window": args.stack_window, "stop_timeout": args.stop_timeout,
                "freeze": args.freeze, "max_frames": args.max_frames}
+    from ..targets import live  # here: through the service, the client needs no more
     where = None if args.no_service else control.path()
     if where is not None:
         live.check_target(args.pid)  # what it cannot be asked, it is not asked
@@ -24,6 +23,7 @@ def attach(args) -> dict:
         else:
             args.outlet.budget = 0  # the service symbolized it with that budget
             return args.outlet.keep(rep)
+    from ..attach import attach as take
     return args.outlet.keep(take(args.pid, images=args.outlet.images, **options))
 
 
