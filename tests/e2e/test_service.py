@@ -31,7 +31,7 @@ NOBODY = 65534
 # connected, not who started).
 NOBODY_CLIENT = f"""
 import os, sys
-import collector.cli, collector.commands.attach, collector.logging, structlog
+import collector.cli, collector.commands.attach, collector.targets.live, collector.logging, structlog
 import collector.delivery.deliver, collector.delivery.sinks.stdout, sqlite3, tomllib
 os.setgroups([])
 os.setresgid({NOBODY}, {NOBODY}, {NOBODY})
