@@ -49,7 +49,8 @@ def send(sock: socket.socket, message: dict, fds: tuple[int, ...] = ()) -> None:
     data = HEADER.pack(len(body)) + body
     ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
     sent = sock.sendmsg([data], ancillary)
-    sock.sendall(data[sent:])
+    if sent < len(data):  # not an empty send: the peer may have its answer and be gone
+        sock.sendall(data[sent:])
 
 
 def receive(sock: socket.socket, limit: int) -> tuple[dict, list[int]]:

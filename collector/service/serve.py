@@ -180,6 +180,7 @@ class Service:
                 raise HandlerError(f"no such request: {str(message.get('op'))[:40]!r}")
             answer = self.attach(message, asker)
         except (OSError, ValueError) as e:
+            log(f"a bad request: {e}")
             answer = {"error": "HandlerError", "message": f"a bad request: {e}"}
         except CollectorError as e:
             answer = {"error": type(e).__name__, "message": str(e)}

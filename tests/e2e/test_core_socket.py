@@ -25,6 +25,17 @@ def kernel_has_socket_mode() -> bool:
     return tuple(int(x) for x in re.findall(r"\d+", os.uname().release)[:2]) >= (6, 16)
 
 
+def socket_activate(*listen, names: str | None = None) -> list[str]:
+    """systemd-socket-activate listening at `listen`, passing on the
+    collector's environment (it passes none of its own: the collector would
+    use the machine's configuration and state)."""
+    env = collector_env()
+    keep = [f"-E{k}={env[k]}" for k in ("COLLECTOR_CONFIG", "COLLECTOR_CONTROL", "PYTHONPATH")
+            if k in env]
+    return ["systemd-socket-activate", *(f"-l{p}" for p in listen), *keep,
+            *([f"--fdname={names}"] if names else [])]
+
+
 @pytest.fixture
 def server():
     """start(*args, activate=False) -> (socket path, report dir, Popen)."""
@@ -38,7 +49,7 @@ def server():
         reports.mkdir(mode=0o700)
         argv = collector_argv("serve", "--report-dir", reports, *args)
         if activate:
-            argv = ["systemd-socket-activate", "-l", str(sock), *argv]
+            argv = [*socket_activate(sock), *argv]
         else:
             argv += ["--socket", sock]
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

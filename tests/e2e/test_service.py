@@ -21,7 +21,7 @@ from .corepattern import (_core_limit, can_own, crash, crashed_thread, handler_s
                           owned_core_pattern, short_tempdir, wait_report)
 from .helpers import assert_chain, collector_argv, collector_env, names, run_command
 from .receivers import stop
-from .test_core_socket import kernel_has_socket_mode
+from .test_core_socket import kernel_has_socket_mode, socket_activate
 
 NOBODY = 65534
 
@@ -90,8 +90,8 @@ def test_attach_through_the_service(builder, spawn, service, collector):
     alone = collector("attach", "--no-service", t.pid)
     for r in (first, again, alone):
         assert r.rc == 0, str(r)
-    assert first.report["timings"].get("service") is True
-    assert again.report["timings"].get("service") is True
+    assert first.report["timings"].get("service") is True, serving.text() + first.stderr
+    assert again.report["timings"].get("service") is True, serving.text() + again.stderr
     assert "service" not in alone.report["timings"]
     assert frame_names(first.report) == frame_names(again.report) == frame_names(alone.report)
     assert any("main" in n for n in frame_names(first.report).values())
@@ -218,8 +218,8 @@ def test_socket_activation_with_both_sockets(builder, spawn, tmp_path):
     t = spawn(builder.build("chain.c"), "1")
     core, control = tmp_path / "core.sock", tmp_path / "control.sock"
     log = tmp_path / "serve.log"
-    proc = subprocess.Popen(["systemd-socket-activate", "-l", str(core), "-l", str(control),
-                             "--fdname=core:control", *collector_argv("serve")],
+    proc = subprocess.Popen([*socket_activate(core, control, names="core:control"),
+                             *collector_argv("serve")],
                             stdout=subprocess.DEVNULL, stderr=open(log, "w"),
                             env=collector_env(), start_new_session=True)
     try:
