@@ -23,7 +23,8 @@ from ..files import own_dir, write_atomic
 from ..logging import log
 from .sinks import line
 
-REJECTED = ".rejected-"
+REJECTED = ".rejected-"  # refused for good by a sink: rename back to queue again
+CORRUPT = ".corrupt-"  # an entry that could not be read: kept to look at, not retried
 DROPPED = "dropped"    # how many were dropped since the last report said so
 RESTING = "sinks.json"  # sink name -> when it last failed
 
@@ -62,13 +63,15 @@ class Spool:
 
     def owed(self) -> dict[str, list[str]]:
         """Spooled report -> sinks still owed it, oldest first. An unreadable
-        entry is set aside (renamed .corrupt-*), not retried forever."""
+        entry is set aside (renamed .corrupt-*, at most max_reports of them), not
+        retried forever."""
         out = {}
         for name in self.entries():
             try:
                 out[name] = self.pending(name)
             except (OSError, ValueError):
-                os.replace(self.path(name), self.path(f".corrupt-{name}"))
+                os.replace(self.path(name), self.path(CORRUPT + name))
+                self.cap_aside(CORRUPT)
         return out
 
     def pending(self, name: str) -> list[str]:
@@ -92,10 +95,14 @@ class Spool:
         blocks nothing); at most max_reports of them, the oldest go first."""
         name = REJECTED + self.new_name(report)
         self.write(name, json.dumps([sink]).encode() + b"\n" + line(report))
-        kept = sorted(n for n in os.listdir(self.dir) if n.startswith(REJECTED))
+        self.cap_aside(REJECTED)
+        return name
+
+    def cap_aside(self, prefix: str) -> None:
+        """At most max_reports files set aside as `prefix`*, the oldest go first."""
+        kept = sorted(n for n in os.listdir(self.dir) if n.startswith(prefix))
         for old in kept[:max(0, len(kept) - self.max_reports)]:
             os.unlink(self.path(old))
-        return name
 
     def settle(self, name: str, sink: str) -> None:
         """`sink` got the report: owe it no more (and drop the file when no

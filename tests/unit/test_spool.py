@@ -72,6 +72,21 @@ def test_spool_damaged_entry_is_set_aside(tmp_path):
         assert os.path.exists(os.path.join(s.dir, f".corrupt-{name}"))
 
 
+def test_spool_damaged_entries_set_aside_are_capped(tmp_path):
+    s = spool(tmp_path, max_reports=3)
+    with s.locked():
+        damaged = []
+        for n in range(6):
+            s.add(rep(n), ["a"])
+            name = s.entries()[-1]
+            with open(os.path.join(s.dir, name), "wb") as f:
+                f.write(b"not json\n")
+            damaged.append(name)
+            assert s.owed() == {}
+        left = sorted(x for x in os.listdir(s.dir) if x.startswith(".corrupt-"))
+        assert left == [f".corrupt-{n}" for n in damaged[-3:]]  # the oldest went first
+
+
 def test_spool_resting_sink(tmp_path):
     s = spool(tmp_path, retry_after=30.0)
     with s.locked():
