@@ -13,7 +13,9 @@ def attach(args) -> dict:
     options = {"stack_window": args.stack_window, "stop_timeout": args.stop_timeout,
                "freeze": args.freeze, "max_frames": args.max_frames}
     from ..targets import live  # here: through the service, the client needs no more
-    where = None if args.no_service else control.path()
+    quick = args.stop_timeout <= control.MAX_STOP_TIMEOUT and \
+        args.symbolize_budget <= control.MAX_BUDGET
+    where = control.path() if quick and not args.no_service else None
     if where is not None:
         live.check_target(args.pid)  # what it cannot be asked, it is not asked
         try:

@@ -26,6 +26,10 @@ MAX_REQUEST = 64 << 10
 MAX_ANSWER = 256 << 20
 MAX_FDS = 2
 CONNECT_TIMEOUT = 1.0
+# The service serves attach requests one at a time, between the kernel's
+# cores: a request that may take longer is done by the client itself.
+MAX_STOP_TIMEOUT = 10.0
+MAX_BUDGET = 30.0
 
 
 class Unavailable(Exception):

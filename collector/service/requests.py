@@ -12,14 +12,17 @@ from dataclasses import dataclass
 from .. import errors
 from ..attach import attach
 from ..targets import DEFAULT_STACK_WINDOW, DEFAULT_STOP_TIMEOUT, live, procfs
+from . import control
 
 YAMA = "/proc/sys/kernel/yama/ptrace_scope"
 MAX_ANCESTORS = 4096
-# option -> (type, lowest, highest, default) an attach request may give
-OPTIONS = {"stack_window": (int, 4096, 1 << 30, DEFAULT_STACK_WINDOW),
-           "stop_timeout": (float, 0.001, 600.0, DEFAULT_STOP_TIMEOUT),
+# option -> (type, lowest, highest, default) an attach request may give;
+# requests are served one at a time, between the kernel's cores: no client
+# may hold the service for long
+OPTIONS = {"stack_window": (int, 4096, 64 << 20, DEFAULT_STACK_WINDOW),
+           "stop_timeout": (float, 0.001, control.MAX_STOP_TIMEOUT, DEFAULT_STOP_TIMEOUT),
            "max_frames": (int, 1, 1 << 24, None),
-           "symbolize_budget": (float, 0.0, 600.0, 0.0)}
+           "symbolize_budget": (float, 0.0, control.MAX_BUDGET, 0.0)}
 
 
 @dataclass
