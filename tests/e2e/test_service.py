@@ -3,11 +3,13 @@ credential check), the fallback when no service answers, the pipe handler
 handing its core over, and a service killed with cores in flight."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -146,6 +148,46 @@ def test_attach_without_a_service(builder, spawn, tmp_path):
             assert any("main" in n for n in frame_names(r.report).values())
     finally:
         rude.close()
+
+
+def test_the_service_outlives_bad_clients(builder, spawn, service):
+    """Garbage, a silent client, a forged core hand-over and an unknown
+    request each get an answer or a closed connection; the service still
+    serves the next attach."""
+    t = spawn(builder.build("chain.c"), "1")
+    serving = service()
+    where = serving.control
+
+    def talk(raw: bytes, fds=()) -> bytes:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(where))
+            if fds:
+                s.sendmsg([raw], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                   struct.pack(f"{len(fds)}i", *fds))])
+            elif raw:
+                s.sendall(raw)
+            return b"".join(iter(lambda: s.recv(65536), b""))
+
+    def message(obj) -> bytes:
+        body = json.dumps(obj).encode()
+        return struct.pack("!I", len(body)) + body
+
+    assert b"bad request" in talk(b"\xff" * 64)
+    assert b"bad request" in talk(b"")  # silent: dropped after the request timeout
+    assert b"no such request" in talk(message({"op": "format-disk"}))
+    r, w = os.pipe()
+    try:  # root may hand over a core, but only of a process that is dumping one
+        assert b"not dumping core" in talk(message({"op": "core", "kernel": {"P": t.pid}}), (r,))
+    finally:
+        os.close(r)
+        os.close(w)
+    assert b"UsageError" in talk(message({"op": "attach", "pid": t.pid,
+                                          "options": {"stop_timeout": 1e9}}))
+    ok = run_command(collector_argv("attach", t.pid),
+                     env=dict(collector_env(), COLLECTOR_CONTROL=str(where)))
+    assert ok.rc == 0 and ok.report["timings"].get("service") is True, serving.text()
+    assert serving.proc.poll() is None
 
 
 @pytest.mark.skipif(can_own() is not None, reason=str(can_own()))

@@ -1,0 +1,80 @@
+"""The control socket's framing and the service's checks of a request."""
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+import pytest
+
+from collector import errors
+from collector.service import control, requests
+
+
+def pair():
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+
+
+def test_a_message_and_its_fds_arrive_whole():
+    a, b = pair()
+    r, w = os.pipe()
+    try:
+        big = {"x": "y" * (1 << 20)}  # beyond one socket buffer
+        import threading
+        t = threading.Thread(target=control.send, args=(a, big, (r,)))
+        t.start()
+        got, fds = control.receive(b, control.MAX_ANSWER)
+        t.join()
+        assert got == big and len(fds) == 1
+        os.write(w, b"!")
+        assert os.read(fds[0], 1) == b"!"  # the very pipe
+        os.close(fds[0])
+    finally:
+        for fd in (r, w):
+            os.close(fd)
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("raw, why", [
+    (struct.pack("!I", control.MAX_REQUEST + 1), "bytes"),
+    (struct.pack("!I", 10) + b"abc", "cut short"),
+    (struct.pack("!I", 3) + b"abc", "not a JSON object"),
+    (struct.pack("!I", 2) + b"[]", "not a JSON object"),
+    (b"\x00", "cut short"),
+])
+def test_what_is_not_a_message_is_refused(raw, why):
+    a, b = pair()
+    try:
+        a.sendall(raw)
+        a.shutdown(socket.SHUT_WR)
+        with pytest.raises(ValueError, match=why):
+            control.receive(b, control.MAX_REQUEST)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_options_are_checked():
+    assert requests.options({})["stop_timeout"] == 2.0
+    assert requests.options({"max_frames": None, "freeze": True})["freeze"] is True
+    for bad in ({"stack_window": True}, {"stack_window": 1.5}, {"stop_timeout": 11},
+                {"symbolize_budget": -1}, {"max_frames": 0}, {"max_frames": "9"}):
+        with pytest.raises(errors.UsageError):
+            requests.options(bad)
+    with pytest.raises(errors.UsageError):
+        requests.options([])
+
+
+def test_who_may_ask_for_what():
+    me = os.getpid()
+    assert requests.why_not_trace(requests.Peer(me, 0, 0), 1) is None  # root: anything
+    if os.geteuid() == 0:
+        why = requests.why_not_trace(requests.Peer(me, 65534, 65534), me)
+        assert why == f"pid {me} runs as another user"
+    with pytest.raises(errors.NotPermitted):
+        requests.core_request({"kernel": {"P": me}}, [0], requests.Peer(me, 1000, 1000))
+    with pytest.raises(errors.UsageError, match="not dumping core"):
+        requests.core_request({"kernel": {"P": me}}, [0], requests.Peer(me, 0, 0))
+    with pytest.raises(errors.UsageError, match="LETTER"):
+        requests.core_request({"kernel": {"PP": 1}}, [0], requests.Peer(me, 0, 0))
