@@ -10,10 +10,9 @@ its type (a report given to `collector symbolize`), prints as nothing or `?`.
 """
 from __future__ import annotations
 
+import collections
 import datetime
 import os
-import shutil
-from dataclasses import dataclass
 
 MAX_CYCLE = 8       # longest cycle of functions collapsed into one line
 MIN_REPEATS = 3
@@ -55,11 +54,10 @@ def _dicts(value) -> list[dict]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
-@dataclass(frozen=True)
-class Style:
-    """How a terminal wants it: colours (ANSI SGR), and lines cut to `width`."""
-    colour: bool = False
-    width: int | None = None
+class Style(collections.namedtuple("Style", "colour width", defaults=(False, None))):
+    """How a terminal wants it: colours (ANSI SGR), and lines cut to `width`.
+    (Not a dataclass: that import costs ~10 ms on the way out of a report.)"""
+    __slots__ = ()
 
     @classmethod
     def of(cls, stream) -> Style:
@@ -67,6 +65,7 @@ class Style:
         (https://no-color.org) or TERM=dumb."""
         if not stream.isatty():
             return cls()
+        import shutil  # only for a terminal: it imports bz2 and lzma
         colour = "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
         return cls(colour, shutil.get_terminal_size().columns)
 
