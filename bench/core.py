@@ -15,7 +15,8 @@ A program touches --mib MiB of heap and crashes (tests/fixtures/core_crash.c
 3. the same core stored, then spliced into a pipe to `collector core
    --from-kernel`: the handler's own drain rate, without the kernel's page
    copying as the limit.
-4. `collector core FILE` on the stored core (offline): wall time and RSS.
+4. `collector core FILE` on the stored core (offline): wall time and RSS,
+   beside `eu-stack --core FILE -e EXE` (issue 13: <= 3x).
 
 Targets from issue 5: peak RSS <= 64 MiB and drain >= 1 GiB/s for 2 GiB.
 core_pattern and core_pipe_limit are restored on every exit path.
@@ -132,7 +133,8 @@ def main() -> int:
         subprocess.run(["gcc", "-O2", "-pthread", "-I", str(REPO / "tests/fixtures"),
                         str(REPO / "tests/fixtures/core_crash.c"), "-o", str(exe)], check=True)
         w = wrapper(d)
-        rows: dict[str, list] = {"dd": [], "pipe": [], "stored": [], "offline": []}
+        rows: dict[str, list] = {"dd": [], "pipe": [], "stored": [], "offline": [],
+                                 "eu-stack": []}
         for _ in range(opts.runs):
             with core_pattern("|/bin/dd of=/dev/null bs=1M"):
                 rows["dd"].append(crash(exe, opts.mib)[1])
@@ -161,6 +163,11 @@ def main() -> int:
                                     "COLLECTOR_STATE_DIR": str(d / "state")})  # no storm control
             rows["offline"].append({"wall_s": time.monotonic() - t0,
                                     "rss_mib": int(r.stdout) / 1024})
+            if shutil.which("eu-stack"):  # the same core, side by side
+                t0 = time.monotonic()
+                subprocess.run(["eu-stack", "--core", str(core), "-e", str(exe)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                rows["eu-stack"].append(time.monotonic() - t0)
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -179,6 +186,11 @@ def main() -> int:
     o = rows["offline"]
     print(f"  collector core FILE           wall {med(o, 'wall_s'):.2f} s, peak RSS "
           f"{med(o, 'rss_mib'):.1f} MiB")
+    if rows["eu-stack"]:
+        eu = statistics.median(rows["eu-stack"])
+        ratio = med(o, "wall_s") / eu
+        print(f"  eu-stack --core FILE          wall {eu * 1000:.1f} ms: collector / eu-stack {ratio:.1f}x "
+              f"(issue 13: <= 3x, {'met' if ratio <= 3 else 'MISSED'})")
     errors = {e for r in p for e in r["errors"]}
     if errors:
         print("  report errors:", *sorted(errors), sep="\n    ")
