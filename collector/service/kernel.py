@@ -31,6 +31,9 @@ _NUMERIC = set("PpIisugtF")
 # even be able to (an interpreter under /root).
 WORKER_MODULES = ("collector.symbolize", "unwinder.symbols.lines", "zstandard", "lzma", "uuid",
                   "datetime", "json", "traceback")
+# What storm control's early decision imports (service/early.py): in the
+# service, before the fork, so a suppressed crash costs no import.
+EARLY_MODULES = ("collector.delivery.storm", "collector.delivery.store", "sqlite3")
 _REPORT_PARTS = {"process": dict, "threads": list, "modules": list, "timings": dict,
                  "errors": list, "host": dict}
 
@@ -56,24 +59,26 @@ def kernel_args(items: list[str]) -> tuple[dict, list[str]]:
 
 
 def handle_kernel_core(fd: int, kernel: dict, errors: list[str], opts,
-                       pidfd: int | None = None) -> dict:
+                       pidfd: int | None = None, head: bytes = b"") -> dict:
     """Always a report, symbolized (the outlet need not do it again), even
-    after a bug in us (then with the error), and the input always drained."""
+    after a bug in us (then with the error), and the input always drained.
+    `head`: the core's first bytes, already read from `fd` (early.py)."""
     seen = None
     try:
         seen = look(kernel.get("P"), pidfd if pidfd is not None else kernel.get("F"))
-        return analyse(fd, kernel, errors, opts, seen)
+        return analyse(fd, kernel, errors, opts, seen, head)
     except Exception as e:  # a bug in us: the report says so rather than nothing
         drain(fd, opts.idle_timeout)
         return failure_report(kernel, f"internal error: {type(e).__name__}: {e}", seen, errors)
 
 
 def preload() -> None:
-    for name in WORKER_MODULES:
+    for name in WORKER_MODULES + EARLY_MODULES:
         importlib.import_module(name)
 
 
-def analyse(fd: int, kernel: dict, errors: list[str], opts, seen: Seen) -> dict:
+def analyse(fd: int, kernel: dict, errors: list[str], opts, seen: Seen,
+            head: bytes = b"") -> dict:
     """The report of the core on `fd`, made by a worker that has the
     crashing user's ids (from the kernel, else /proc) and no privileges."""
     preload()
@@ -85,7 +90,7 @@ def analyse(fd: int, kernel: dict, errors: list[str], opts, seen: Seen) -> dict:
     def task(arrived) -> dict:
         # no debuginfod: the worker has nowhere to keep downloads that root's tools trust
         os.environ.pop("DEBUGINFOD_URLS", None)
-        out = from_core_stream(fd, kernel, errors, opts, seen, opts.outlet.images, arrived)
+        out = from_core_stream(fd, kernel, errors, opts, seen, opts.outlet.images, arrived, head)
         opts.outlet.symbolize(out)
         return out
 

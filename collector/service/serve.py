@@ -8,6 +8,7 @@ beyond the backlog the kernel drops the core): a crash storm costs at most
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import struct
@@ -16,6 +17,7 @@ import time
 
 from ..errors import HandlerError
 from ..targets import procfs
+from . import request
 from .kernel import handle_kernel_core, preload
 
 SO_PEERPIDFD = 77           # Linux 6.5+, not in Python's socket module
@@ -85,9 +87,25 @@ def handle(conn: socket.socket, args) -> None:
         log(f"refused a connection from pid {pid}: not a process dumping core")
         return
     kernel = {"P": pid, "u": uid, "g": gid, "t": int(time.time())}
-    report = handle_kernel_core(conn.fileno(), kernel, [], args, pidfd)
-    where = args.outlet.emit(report, symbolize=False)
-    log(f"pid {pid}: report sent to {where}")
+    try:
+        decision, head, mode = request.first(conn, pid, args.outlet.config, args.idle_timeout)
+    except (request.RequestError, OSError) as e:
+        log(f"pid {pid}: no core: {e}")
+        return
+    if decision is not None and not decision.admitted:
+        log(f"pid {pid}: suppressed by storm control before the analysis "
+            f"({'declined' if mode == 'request' else 'connection closed'}; {decision.key}; "
+            f"cpu_ms={_cpu_ms():.1f})")
+        return
+    report = handle_kernel_core(conn.fileno(), kernel, [], args, pidfd, head)
+    where = args.outlet.emit(report, symbolize=False, early=decision)
+    log(f"pid {pid}: report sent to {where} ({mode} mode; cpu_ms={_cpu_ms():.1f})")
+
+
+def _cpu_ms() -> float:
+    """CPU time of this connection's handler (a child of the server) and its worker."""
+    ru = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(r.ru_utime + r.ru_stime for r in ru) * 1000
 
 
 def serve(args) -> None:
