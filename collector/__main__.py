@@ -6,8 +6,12 @@ file runs, is out of our reach.)"""
 
 
 def main() -> int:
+    import sys
     try:
         try:
+            from .service.pipe import suppressed
+            if suppressed(sys.argv[1:]):  # pipe mode, decided before anything heavy is loaded
+                return 0
             from .cli import main as cli_main
             return cli_main()
         finally:
@@ -27,7 +31,7 @@ def main() -> int:
 def run() -> None:
     """The program: main(), then out without the interpreter's teardown."""
     code = main()
-    from .cli import leave
+    from .streams import leave
     leave(code)
 
 

@@ -17,6 +17,7 @@ from . import __version__, config
 from .commands import COMMANDS
 from .commands.options import EPILOG, Formatter
 from .errors import INTERRUPTED, CollectorError
+from .streams import std_streams
 
 
 def _modules(argv: list[str]) -> list[str]:
@@ -52,21 +53,6 @@ def configure(args) -> None:
     args.outlet = Outlet(cfg, args)
     args.worker = cfg["worker"]
     args.service = cfg["service"]
-
-
-def std_streams() -> None:
-    """The kernel starts a core_pattern handler with fds 1 and 2 closed:
-    put /dev/null there before any file we open can take them, so that a
-    print or a log line neither fails nor lands in a report file."""
-    for fd, name in ((1, "stdout"), (2, "stderr")):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_WRONLY)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
-            setattr(sys, name, open(fd, "w", closefd=False))
 
 
 def command(args) -> dict | None:
@@ -112,16 +98,3 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if getattr(args, "outlet", None) is not None:
             args.outlet.close()
-
-
-def leave(code: int) -> None:
-    """Out without the interpreter's teardown (freeing every module and
-    object: a seventh of a short run), once what main() left in stdout and
-    stderr is written. Exit status 120 if that fails, as the interpreter's
-    own exit would say."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            code = code or 120
-    os._exit(code)

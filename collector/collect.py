@@ -271,17 +271,18 @@ def from_compressed_core(path: str, fd: int, kind: str, max_frames: int,
 
 
 def from_core_stream(fd: int, kernel: dict, errors: list[str], opts, seen: Seen,
-                     cache: ImageCache | None = None, arrived=None) -> dict:
+                     cache: ImageCache | None = None, arrived=None, head: bytes = b"") -> dict:
     """The core arriving on `fd` from the kernel, with what the handler read
     of the process from /proc before it (`seen`: metadata, threads, its
-    mapped files already open). `arrived()` is called once the core is read."""
+    mapped files already open). `arrived()` is called once the core is read;
+    `head`: its first bytes, already taken from `fd`."""
     t0 = time.monotonic()
     pid = kernel.get("P")
 
     def files(layout):  # those the core names
         return {start: path for start, path in seen.files.items() if start in layout.notes.files}
 
-    got = stream(fd, opts.stack_window, opts.keep, opts.idle_timeout, files)
+    got = stream(fd, opts.stack_window, opts.keep, opts.idle_timeout, files, head=head)
     read_ms = (time.monotonic() - t0) * 1000
     if arrived is not None:
         arrived()

@@ -3,7 +3,6 @@ environment variables, then command-line options. Every problem is one
 ConfigError naming the file, line and key."""
 from __future__ import annotations
 
-import argparse
 import os
 import re
 
@@ -279,6 +278,7 @@ def load(path: str | None = None, sets: tuple[str, ...] = (), env=os.environ) ->
 
 def add_arguments(p, suppress: bool = False) -> None:
     """The global options, accepted before or after the command."""
+    import argparse  # here: the pipe handler loads the configuration before any parser
     d = {"default": argparse.SUPPRESS} if suppress else {}
     p.add_argument("--config", metavar="PATH", **({"default": None} | d),
                    help=f"configuration file (default $COLLECTOR_CONFIG or {DEFAULT_PATH})")

@@ -37,9 +37,10 @@ def own_dir(path: str, mode: int = 0o700, group: bool = False) -> str:
 def write_atomic(path: str, data: bytes | Iterable[bytes], mode: int = 0o600,
                  fsync: bool = False) -> None:
     """Replace `path` whole, or leave it as it was (OSError)."""
-    import tempfile  # with random and shutil: ~5 ms a run that writes no file need not pay
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    # a new name of our own, as tempfile.mkstemp makes one (importing it
+    # costs ~5 ms: more than a crash storm's early decision may take)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".tmp-{os.urandom(8).hex()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         os.fchmod(fd, mode)
         for chunk in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:

@@ -10,8 +10,9 @@ from unwinder.debuginfo import DEBUG_DIRS_ENV, debug_dirs
 from ..collect import from_core_file
 from ..debuginfod import Debuginfod
 from ..errors import UsageError
-from ..service import control
-from ..service.kernel import KERNEL_ARGS, handle_kernel_core, kernel_args
+from ..service import control, pipe
+from ..service.kernel import handle_kernel_core
+from ..service.pipe import KERNEL_ARGS, kernel_args
 from ..targets.locate import Where
 from .options import add_stream_options, add_unwind_options, command_parser
 
@@ -22,9 +23,15 @@ def core(args) -> dict | None:
         if away:
             raise UsageError("--exe, --sysroot and --debug-dir are for a core file")
         kernel, errors = kernel_args(args.file_or_specs)
-        if control.hand_off(kernel, errors):
+        # the first step (service/pipe.py) ran before the command was loaded, or runs now
+        if pipe.taken is None and control.hand_off(kernel, errors):
             return None  # the service reports it
-        args.outlet.emit(handle_kernel_core(0, kernel, errors, args), symbolize=False)
+        decision, head = pipe.taken or pipe.look(0, args.outlet.config, args.idle_timeout)
+        if decision is not None and not decision.admitted:
+            pipe.drop(decision, args.outlet.config["log"], args.log_level)
+            return None
+        args.outlet.emit(handle_kernel_core(0, kernel, errors, args, head=head),
+                         symbolize=False, early=decision)
         return None
     if len(args.file_or_specs) != 1:
         raise UsageError("give one core file (or --from-kernel with core_pattern specifiers)")

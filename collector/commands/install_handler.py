@@ -15,7 +15,7 @@ import sys
 
 from ..errors import HandlerError
 from ..files import own_dir, write_atomic
-from ..service.kernel import KERNEL_ARGS
+from ..service.pipe import KERNEL_ARGS
 from .options import command_parser
 
 CORE_PATTERN = "/proc/sys/kernel/core_pattern"
@@ -71,14 +71,14 @@ def default_command() -> str | None:
 
 
 def pattern(args) -> str:
-    if args.mode == "socket":
+    if args.mode in ("socket", "request"):
         try:
             if not stat.S_ISSOCK(os.stat(args.socket).st_mode):
                 raise FileNotFoundError
         except OSError:
             raise HandlerError(f"nothing listens on {args.socket}: start collector-core.socket "
                                "(or `collector serve --socket PATH`) first") from None
-        return f"@{args.socket}"
+        return ("@@" if args.mode == "request" else "@") + args.socket
     command = args.command or default_command()
     if not command or not os.path.isabs(command) or not os.access(command, os.X_OK):
         raise HandlerError(f"no collector program at {command!r}: give --command /abs/path "
@@ -186,9 +186,11 @@ def register(sub) -> None:
     i = command_parser(sub, "install-handler", help="make the collector the kernel's core handler",
                        description="Set kernel.core_pattern to run the collector on every "
                        "crash (pipe mode), or to send cores to `collector serve` (socket "
-                       "mode, Linux 6.16+). The previous settings are saved and "
+                       "mode '@', Linux 6.16+; request mode '@@', Linux 6.17+, where the "
+                       "service declines a crash storm control drops before the kernel "
+                       "writes its core). The previous settings are saved and "
                        "`uninstall-handler` restores them.")
-    i.add_argument("--mode", choices=("pipe", "socket"), default="pipe")
+    i.add_argument("--mode", choices=("pipe", "socket", "request"), default="pipe")
     i.add_argument("--command", metavar="PATH",
                    help="the collector program the kernel starts (pipe mode; default: this one)")
     i.add_argument("--report-dir", metavar="DIR",

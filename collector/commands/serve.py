@@ -8,9 +8,11 @@ from .options import add_stream_options, add_unwind_options, command_parser, pos
 
 def register(sub) -> None:
     s = command_parser(sub, "serve", help="the resident crash service: core_pattern "
-                       "'@SOCKET' and fast attach",
+                       "'@SOCKET' or '@@SOCKET', and fast attach",
                        description="Accept the cores the kernel sends to an AF_UNIX socket "
-                       "(core_pattern '@PATH', Linux 6.16+), one report each, and the "
+                       "(core_pattern '@PATH', Linux 6.16+, or '@@PATH', 6.17+, where a "
+                       "crash storm control drops is declined before it is dumped), one "
+                       "report each, and the "
                        "requests of `collector attach` and of the pipe handler on a control "
                        "socket; also runs under systemd socket units (socket activation).")
     s.add_argument("--socket", metavar="PATH", help="where the kernel's cores arrive "

@@ -26,12 +26,16 @@ class Delivery:
         self.spool = Spool(config["spool"])
         self.store = Store(config["collector"]["state_dir"], config["store"])
 
-    def admit(self, report: dict) -> bool:
+    def admit(self, report: dict, early=None) -> bool:
+        """`early`: storm control's decision on the crash before its analysis
+        (service/early.py): it took the crash's token, none is taken again."""
+        if early is not None:
+            return self.admitted_early(report, early)
         # a core file someone asked about (`collector core FILE`) is never a storm
         if report.get("source") not in self.storm["sources"] or "path" in report.get("core", {}):
             return True
         try:
-            admitted, suppressed = self.limiter.admit(report.get("fingerprint") or "", time.time())
+            admitted, suppressed, _ = self.limiter.admit(report.get("fingerprint") or "", time.time())
         except OSError as e:  # no state directory: deliver rather than lose
             log.warning("storm control unavailable", state_dir=self.limiter.dir, error=str(e))
             return True
@@ -42,9 +46,20 @@ class Delivery:
                      report_id=report.get("report_id"))
         return admitted
 
-    def prepare(self, report: dict, store: bool = True) -> dict | None:
+    def admitted_early(self, report: dict, early) -> bool:
+        if early.suppressed:
+            report["suppressed"] = early.suppressed
+        if report.get("fingerprint"):  # the store counts the key's suppressed crashes under it
+            try:
+                self.limiter.label(early.key.id, report["fingerprint"])
+            except OSError:
+                pass
+        return True
+
+    def prepare(self, report: dict, store: bool = True, early=None) -> dict | None:
         """The report as every output gets it: redacted and fingerprinted, and
-        kept in the local store (`store`); None if storm control holds it back. Each
+        kept in the local store (`store`); None if storm control holds it back
+        (`early`: it decided before the analysis, see admit). Each
         step is a stage: a redaction that fails leaves out what it could not
         redact, never sends it."""
         report = stage(report.setdefault("errors", []), "redaction", redact.apply, report,
@@ -54,7 +69,8 @@ class Delivery:
         report.pop("fingerprint", None)  # not one a report read from a file brought along
         if fp is not None:
             report["fingerprint"] = fp
-        admitted = stage(report["errors"], "storm control", self.admit, report, fallback=True)
+        admitted = stage(report["errors"], "storm control", self.admit, report, early,
+                         fallback=True)
         if store and self.store.enabled:
             try:
                 (self.store.add if admitted else self.store.count_suppressed)(report)
@@ -62,8 +78,8 @@ class Delivery:
                 log.warning("report store unavailable", error=str(e))
         return report if admitted else None
 
-    def deliver(self, report: dict, store: bool = True) -> None:
-        report = self.prepare(report, store)
+    def deliver(self, report: dict, store: bool = True, early=None) -> None:
+        report = self.prepare(report, store, early)
         if report is None:
             return
         later = [s for s in self.sinks if s.spool]

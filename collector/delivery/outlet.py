@@ -11,6 +11,7 @@ from ..guard import stage
 
 class Outlet:
     def __init__(self, cfg, args):
+        self.config = cfg
         text = getattr(args, "format", None) == "text"  # else the configuration decides
         self._sinks = (cfg, args.sink, "text" if text else None)
         cfg.select(*self._sinks[1:])  # a sink that does not exist stops us here
@@ -49,17 +50,18 @@ class Outlet:
             self._images = ImageCache()
         return self._images
 
-    def emit(self, report: dict, symbolize: bool = True) -> str:
+    def emit(self, report: dict, symbolize: bool = True, early=None) -> str:
         """Send the report on (`symbolize`: unless that was done already,
-        e.g. by the kernel handler's worker); returns where it went."""
+        e.g. by the kernel handler's worker; `early`: storm control's
+        decision before the analysis); returns where it went."""
         if symbolize:
             self.symbolize(report)
         if self.output or self.report_dir:
-            prepared = self.delivery.prepare(report, self.store_reports)
+            prepared = self.delivery.prepare(report, self.store_reports, early)
             if prepared is None:
                 return "nowhere: held back by storm control"
             return write_report(prepared, self.output, self.report_dir)
-        self.delivery.deliver(report, self.store_reports)
+        self.delivery.deliver(report, self.store_reports, early)
         return "the configured sinks"
 
     def symbolize(self, report: dict, budget: float | None = None) -> None:

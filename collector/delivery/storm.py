@@ -1,7 +1,9 @@
 """Crash-storm control: token buckets per fingerprint and for all reports,
 persisted in the state directory so that every collector process (one per
 crash under core_pattern) shares them. A suppressed report is counted; the
-next report of its fingerprint that gets through says how many."""
+next report of its fingerprint that gets through says how many. A kernel
+core is decided before its analysis, in the bucket of its storm key
+(service/early.py), which remembers the fingerprint its last report had."""
 from __future__ import annotations
 
 import contextlib
@@ -62,8 +64,9 @@ class Limiter:
         finally:
             os.close(fd)
 
-    def admit(self, fingerprint: str, now: float) -> tuple[bool, dict | None]:
-        """(True, what was suppressed before it or None) or (False, None)."""
+    def admit(self, fingerprint: str, now: float) -> tuple[bool, dict | None, str | None]:
+        """(True, what was suppressed before it or None) or (False, None);
+        then the fingerprint `label` gave the bucket, if any."""
         s = self.s
         with self.state() as state:
             fps = state["fingerprints"]
@@ -84,7 +87,14 @@ class Limiter:
                 if suppressed:
                     suppressed["count"] = suppressed.pop("suppressed")
             self.evict(fps, fingerprint)
-        return admitted, suppressed
+        return admitted, suppressed, bucket.get("fingerprint")
+
+    def label(self, name: str, fingerprint: str) -> None:
+        """Remember in bucket `name` (a storm key's) the fingerprint of its report."""
+        with self.state() as state:
+            bucket = state["fingerprints"].get(name)
+            if bucket is not None:
+                bucket["fingerprint"] = fingerprint
 
     def evict(self, fps: dict, keep: str) -> None:
         """Bound the state: forget the longest-idle fingerprints, those with

@@ -1,6 +1,6 @@
 """The core the kernel hands to a core_pattern handler, on a pipe (`core
---from-kernel`) or on a socket (`serve`): the handler's arguments, and a
-report for every core, even after a bug in us.
+--from-kernel`) or on a socket (`serve`): a report for every core, even
+after a bug in us.
 
 Under the kernel the handler runs as root with no environment and no
 stdout/stderr: the report goes to a file (--output, or a new file in
@@ -21,59 +21,39 @@ from ..targets.crashed import Seen, look
 from ..targets.stream import drain
 from ..worker import Limits, identity, run
 
-# The core_pattern specifiers the handler takes, as LETTER=VALUE arguments
-# (core_pattern is at most 127 bytes, and a LETTER=VALUE list still parses
-# when a kernel leaves a specifier out).
-KERNEL_ARGS = "P=%P I=%I s=%s t=%t u=%u g=%g h=%h F=%F e=%e"
-_NUMERIC = set("PpIisugtF")
 # What the worker imports after the fork (lazily elsewhere), imported before
 # it, as root: the worker reads no code from disk, which its user may not
 # even be able to (an interpreter under /root).
 WORKER_MODULES = ("collector.symbolize", "unwinder.symbols.lines", "zstandard", "lzma", "uuid",
                   "datetime", "json", "traceback")
+# What storm control's early decision imports (service/early.py): in the
+# service, before the fork, so a suppressed crash costs no import.
+EARLY_MODULES = ("collector.delivery.storm", "collector.delivery.store", "sqlite3")
 _REPORT_PARTS = {"process": dict, "threads": list, "modules": list, "timings": dict,
                  "errors": list, "host": dict}
 
 
-def kernel_args(items: list[str]) -> tuple[dict, list[str]]:
-    """{'P': 1234, 'e': 'name', ...} from LETTER=VALUE arguments."""
-    out: dict = {}
-    errors = []
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or len(key) != 1:
-            errors.append(f"ignored handler argument {item!r} (expected LETTER=VALUE)")
-        elif value == "":
-            continue  # a specifier this kernel does not know expands to nothing
-        elif key in _NUMERIC:
-            try:
-                out[key] = int(value)
-            except ValueError:
-                errors.append(f"ignored handler argument {item!r} (not a number)")
-        else:
-            out[key] = value
-    return out, errors
-
-
 def handle_kernel_core(fd: int, kernel: dict, errors: list[str], opts,
-                       pidfd: int | None = None) -> dict:
+                       pidfd: int | None = None, head: bytes = b"") -> dict:
     """Always a report, symbolized (the outlet need not do it again), even
-    after a bug in us (then with the error), and the input always drained."""
+    after a bug in us (then with the error), and the input always drained.
+    `head`: the core's first bytes, already read from `fd` (early.py)."""
     seen = None
     try:
         seen = look(kernel.get("P"), pidfd if pidfd is not None else kernel.get("F"))
-        return analyse(fd, kernel, errors, opts, seen)
+        return analyse(fd, kernel, errors, opts, seen, head)
     except Exception as e:  # a bug in us: the report says so rather than nothing
         drain(fd, opts.idle_timeout)
         return failure_report(kernel, f"internal error: {type(e).__name__}: {e}", seen, errors)
 
 
 def preload() -> None:
-    for name in WORKER_MODULES:
+    for name in WORKER_MODULES + EARLY_MODULES:
         importlib.import_module(name)
 
 
-def analyse(fd: int, kernel: dict, errors: list[str], opts, seen: Seen) -> dict:
+def analyse(fd: int, kernel: dict, errors: list[str], opts, seen: Seen,
+            head: bytes = b"") -> dict:
     """The report of the core on `fd`, made by a worker that has the
     crashing user's ids (from the kernel, else /proc) and no privileges."""
     preload()
@@ -85,7 +65,7 @@ def analyse(fd: int, kernel: dict, errors: list[str], opts, seen: Seen) -> dict:
     def task(arrived) -> dict:
         # no debuginfod: the worker has nowhere to keep downloads that root's tools trust
         os.environ.pop("DEBUGINFOD_URLS", None)
-        out = from_core_stream(fd, kernel, errors, opts, seen, opts.outlet.images, arrived)
+        out = from_core_stream(fd, kernel, errors, opts, seen, opts.outlet.images, arrived, head)
         opts.outlet.symbolize(out)
         return out
 

@@ -1,12 +1,14 @@
 """The resident crash service, `collector serve`.
 
-- On the kernel's socket (core_pattern '@PATH', Linux 6.16+) the kernel
-  connects as the crashing task and writes its core; each connection is
-  handled as in pipe mode, in a child process, at most --jobs at a time.
+- On the kernel's socket (core_pattern '@PATH', Linux 6.16+, or '@@PATH',
+  6.17+, where the kernel first asks whether to dump: request.py) the
+  kernel connects as the crashing task and writes its core; each
+  connection is handled in a child process, at most --jobs at a time,
+  storm control deciding first (early.py).
   Connections beyond that wait in the listen backlog (and beyond the
   backlog the kernel drops the core): a storm costs at most --jobs
   handlers' memory.
-- On the control socket (requests.py) `collector attach` asks for a
+- On the control socket (clients.py) `collector attach` asks for a
   report, which the service makes itself with its warm caches, one at a
   time; and a pipe handler hands over its core, which then waits for a job
   like a socket's.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import os
+import resource
 import select
 import signal
 import socket
@@ -25,7 +28,7 @@ import time
 
 from ..errors import CollectorError, HandlerError
 from ..targets import procfs
-from . import control, requests
+from . import clients, control, pipe, request
 from .kernel import handle_kernel_core, preload
 
 SO_PEERPIDFD = 77           # Linux 6.5+, not in Python's socket module
@@ -110,7 +113,7 @@ def _remove_stale(path: str) -> None:
 
 def peer(conn: socket.socket) -> tuple[int, int, int, int | None]:
     """(pid, uid, gid, pidfd or None) of the crashing task."""
-    who = requests.peer(conn)
+    who = clients.peer(conn)
     try:
         pidfd = conn.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD)
     except OSError:
@@ -119,18 +122,44 @@ def peer(conn: socket.socket) -> tuple[int, int, int, int | None]:
 
 
 def handle(conn: socket.socket, args) -> None:
+    """A connection of the kernel's, '@' or '@@': storm control first."""
     pid, uid, gid, pidfd = peer(conn)
     if procfs.status_field(pid, "CoreDumping") != "1":
         log(f"refused a connection from pid {pid}: not a process dumping core")
         return
     kernel = {"P": pid, "u": uid, "g": gid, "t": int(time.time())}
-    report_core(conn.fileno(), kernel, [], args, pidfd)
+    try:
+        decision, head, mode = request.first(conn, pid, args.outlet.config, args.idle_timeout)
+    except (request.RequestError, OSError) as e:
+        log(f"pid {pid}: no core: {e}")
+        return
+    report_core(conn.fileno(), kernel, [], args, pidfd, decision, head, mode)
 
 
-def report_core(fd: int, kernel: dict, errors: list[str], args, pidfd: int | None) -> None:
-    report = handle_kernel_core(fd, kernel, errors, args, pidfd)
-    where = args.outlet.emit(report, symbolize=False)
-    log(f"pid {kernel.get('P')}: report sent to {where}")
+def handle_handed(fd: int, kernel: dict, errors: list[str], args, pidfd: int | None) -> None:
+    """A core a pipe handler handed over: storm control first, as the
+    handler itself would have decided (service/pipe.py)."""
+    decision, head = pipe.look(fd, args.outlet.config, args.idle_timeout)
+    report_core(fd, kernel, errors, args, pidfd, decision, head, "pipe")
+
+
+def report_core(fd: int, kernel: dict, errors: list[str], args, pidfd: int | None,
+                decision, head: bytes, mode: str) -> None:
+    pid = kernel.get("P")
+    if decision is not None and not decision.admitted:
+        log(f"pid {pid}: suppressed by storm control before the analysis "
+            f"({'declined' if mode == 'request' else 'connection closed'}; {decision.key}; "
+            f"cpu_ms={_cpu_ms():.1f})")
+        return
+    report = handle_kernel_core(fd, kernel, errors, args, pidfd, head)
+    where = args.outlet.emit(report, symbolize=False, early=decision)
+    log(f"pid {pid}: report sent to {where} ({mode} mode; cpu_ms={_cpu_ms():.1f})")
+
+
+def _cpu_ms() -> float:
+    """CPU time of this core's handler (a child of the server) and its worker."""
+    ru = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(r.ru_utime + r.ru_stime for r in ru) * 1000
 
 
 class Service:
@@ -167,10 +196,10 @@ class Service:
         fds: list[int] = []
         try:
             conn.settimeout(REQUEST_TIMEOUT)
-            asker = requests.peer(conn)
+            asker = clients.peer(conn)
             message, fds = control.receive(conn, control.MAX_REQUEST)
             if message.get("op") == "core":
-                handed = requests.core_request(message, fds, asker)
+                handed = clients.core_request(message, fds, asker)
                 if len(self.waiting) >= MAX_WAITING:
                     raise HandlerError("too many cores waiting: the handler keeps its own")
                 self.waiting.append((conn, *handed))
@@ -192,7 +221,7 @@ class Service:
     def attach(self, message: dict, asker) -> dict:
         s = self.args.service
         try:
-            report = requests.take_attach(message, asker, self.args.outlet, s["cache_images"])
+            report = clients.take_attach(message, asker, self.args.outlet, s["cache_images"])
         except CollectorError:
             raise
         except Exception as e:  # a bug in us: the client does the work itself
@@ -216,7 +245,7 @@ class Service:
             conn.close()
 
     def start_handed(self, conn, kernel, errors, fd, pidfd) -> None:
-        self.fork(lambda: report_core(fd, kernel, errors, self.args, pidfd), conn.fileno())
+        self.fork(lambda: handle_handed(fd, kernel, errors, self.args, pidfd), conn.fileno())
         for own in (fd, pidfd):
             if own is not None:
                 os.close(own)

@@ -1,5 +1,5 @@
-"""ELF core files: the format (headers, notes: threads' registers,
-siginfo, auxv, mapped files) and the AddressSpace of a core, whether read
+"""ELF core files: the layout (segments, notes: threads' registers,
+siginfo, auxv, mapped files; the formats are in corehead.py) and the AddressSpace of a core, whether read
 from a path or kept from the kernel's stream (stream.py).
 
 The kernel writes a core front to back: ELF header, program headers, the
@@ -10,44 +10,22 @@ from __future__ import annotations
 
 import bisect
 import os
-import struct
 from dataclasses import dataclass, field
 
-from unwinder.elf import PT_LOAD, PT_NOTE, Segment
+from unwinder.elf import Segment
 from unwinder.files import open_regular
 from unwinder.regs import NUMBERS
 from unwinder.space import Mapping, MapIndex, MemoryFault
 
+from .corehead import (AT_SYSINFO_EHDR, NOTE_ERRORS, NT_AUXV, NT_FILE, NT_PRPSINFO,
+                       NT_PRSTATUS, NT_SIGINFO, PR_REG_NAMES, PT_LOAD, PT_NOTE, CoreError,
+                       auxv, notes, nt_file, program_headers, prpsinfo, prstatus, siginfo)
 from .locate import Where, locate
 from .reader import Stream
 
-ET_CORE, EM_X86_64 = 4, 62
-PN_XNUM = 0xFFFF
-NT_PRSTATUS, NT_PRPSINFO, NT_AUXV = 1, 3, 6
-NT_SIGINFO, NT_FILE = 0x53494749, 0x46494C45
-AT_SYSINFO_EHDR = 33
 PF_X, PF_W, PF_R = 1, 2, 4
-_EHDR = struct.Struct("<4sBB10xHH12xQ16xH")  # magic, class, data, type, machine, phoff, phnum
-_PHDR = struct.Struct("<IIQQ8xQQ8x")          # type, flags, offset, vaddr, filesz, memsz
-# Most a note of each kind may hold (NT_FILE: the kernel caps it at 16 MiB).
-NOTE_LIMITS = {NT_PRSTATUS: 4096, NT_PRPSINFO: 4096, NT_SIGINFO: 4096, NT_AUXV: 64 << 10,
-               NT_FILE: 16 << 20}
 MAX_THREADS = 16384
-MAX_FILE_OFFSET = (1 << 63) - 1  # off_t
 SMALL_CODE = 1 << 20        # anonymous executable segments kept up to this size (JIT code)
-
-# struct elf_prstatus: pr_pid at 32, pr_reg (struct user_regs_struct) at 112
-_PR_REG_NAMES = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax",
-                 "rcx", "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp")
-_PRSTATUS = struct.Struct("<iiih2x16xiiii64x" + "Q" * len(_PR_REG_NAMES))
-# struct elf_prpsinfo: state, sname, zomb, nice, flag, uid, gid, pid, ppid, pgrp, sid, fname, psargs
-_PRPSINFO = struct.Struct("<bcbb4xQIIiiii16s80s")
-_SIGINFO = struct.Struct("<iii4xQ")
-
-
-class CoreError(Exception):
-    """The input cannot be read as an x86-64 ELF core (not one, or cut
-    inside its headers)."""
 
 
 @dataclass
@@ -90,95 +68,35 @@ class Layout:
 
 def read_layout(stream: Stream) -> Layout:
     """Header, program headers and the notes, which the kernel writes first."""
-    head = stream.read(_EHDR.size)
-    if len(head) < _EHDR.size:
-        raise CoreError(f"not an ELF core file: only {len(head)} bytes")
-    magic, klass, data, kind, machine, phoff, phnum = _EHDR.unpack(head)
-    if magic != b"\x7fELF" or klass != 2 or data != 1:
-        raise CoreError("not an ELF core file (no 64-bit little-endian ELF header)")
-    if kind != ET_CORE or machine != EM_X86_64:
-        raise CoreError(f"not an x86-64 core file (ELF type {kind}, machine {machine})")
-    if phnum == PN_XNUM:
-        raise CoreError("more than 65534 mappings (PN_XNUM) is not supported")
-    if not _EHDR.size <= phoff <= 1 << 20:
-        raise CoreError(f"program headers at an odd offset {phoff:#x}")
-    stream.skip_to(phoff)
-    table = stream.read(phnum * _PHDR.size)
-    if len(table) < phnum * _PHDR.size:
-        raise CoreError(f"the core ends inside its program headers (at {stream.pos} bytes)")
-    segments = [Segment(*row) for row in _PHDR.iter_unpack(table)]
+    segments = [Segment(*row) for row in program_headers(stream)]
     layout = Layout(sorted((s for s in segments if s.type == PT_LOAD), key=lambda s: s.vaddr),
                     Notes(), max((s.offset + s.filesz for s in segments), default=0))
     for seg in sorted((s for s in segments if s.type == PT_NOTE), key=lambda s: s.offset):
         if seg.offset < stream.pos:
             layout.errors.append(f"note segment at {seg.offset:#x} overlaps the headers")
             continue
-        _read_notes(stream, seg, layout)
+        for kind, desc in notes(stream, seg.offset, seg.filesz, layout.errors):
+            try:
+                _take_note(kind, desc, layout.notes)
+            except NOTE_ERRORS as e:
+                layout.errors.append(f"note of type {kind:#x} is malformed: {e}")
     return layout
-
-
-def _read_notes(stream: Stream, seg: Segment, layout: Layout) -> None:
-    end = seg.offset + seg.filesz
-    stream.skip_to(seg.offset)
-    while stream.pos + 12 <= end:
-        head = stream.read(12)
-        if len(head) < 12:
-            break
-        namesz, descsz, kind = struct.unpack("<III", head)
-        desc_at = stream.pos + _align4(namesz)
-        desc_end = desc_at + _align4(descsz)
-        if desc_end > end:
-            layout.errors.append(f"note of type {kind:#x} at {stream.pos - 12:#x} runs past "
-                                 "its segment: the rest of the notes are garbage")
-            break
-        name = stream.read(_align4(namesz))[:namesz].rstrip(b"\0")
-        if name == b"CORE" and kind in NOTE_LIMITS and descsz <= NOTE_LIMITS[kind]:
-            desc = stream.read(descsz)
-            if len(desc) == descsz:
-                try:
-                    _take_note(kind, desc, layout.notes)
-                except (struct.error, ValueError, IndexError) as e:
-                    layout.errors.append(f"note of type {kind:#x} is malformed: {e}")
-        stream.skip_to(desc_end)
-    if stream.pos < end:
-        layout.errors.append(f"the core ends inside its notes (at {stream.pos} of {end} bytes)")
 
 
 def _take_note(kind: int, desc: bytes, notes: Notes) -> None:
     if kind == NT_PRSTATUS:
         if len(notes.threads) < MAX_THREADS:
-            _, _, _, _, pid, _, _, _, *values = _PRSTATUS.unpack_from(desc)
-            regs = {NUMBERS[n]: v for n, v in zip(_PR_REG_NAMES, values) if n in NUMBERS}
+            pid, values = prstatus(desc)
+            regs = {NUMBERS[n]: v for n, v in zip(PR_REG_NAMES, values) if n in NUMBERS}
             notes.threads.append((pid, regs))
     elif kind == NT_PRPSINFO:
-        *_, uid, gid, pid, ppid, _, _, fname, psargs = _PRPSINFO.unpack_from(desc)
-        notes.psinfo = {"pid": pid, "ppid": ppid, "uid": uid, "gid": gid,
-                        "name": _text(fname), "args": _text(psargs)}
+        notes.psinfo = prpsinfo(desc)
     elif kind == NT_SIGINFO:
-        signo, _, code, addr = _SIGINFO.unpack_from(desc)
-        notes.siginfo = {"signo": signo, "code": code, "addr": addr}
+        notes.siginfo = siginfo(desc)
     elif kind == NT_AUXV:
-        words = struct.unpack_from(f"<{len(desc) // 8}Q", desc)
-        notes.auxv = dict(zip(words[0::2], words[1::2]))
+        notes.auxv = auxv(desc)
     elif kind == NT_FILE:
-        count, page = struct.unpack_from("<QQ", desc)
-        if 16 + count * 24 > len(desc):
-            raise ValueError(f"{count} entries do not fit in {len(desc)} bytes")
-        names = desc[16 + count * 24:].split(b"\0")
-        for i in range(count):
-            start, end, pgoff = struct.unpack_from("<QQQ", desc, 16 + i * 24)
-            if start >= end or pgoff * page > MAX_FILE_OFFSET:
-                continue  # no mapping the kernel writes: not worth one for a read
-            path = names[i].decode("utf-8", "replace") if i < len(names) else ""
-            notes.files[start] = (end, pgoff * page, path)
-
-
-def _align4(n: int) -> int:
-    return (n + 3) & ~3
-
-
-def _text(raw: bytes) -> str:
-    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+        notes.files.update(nt_file(desc))
 
 
 class CoreSpace:

@@ -1,5 +1,6 @@
 """Sequential reads of an fd: a pipe, a socket or a file, front to back,
-with a time limit on each wait."""
+with a time limit on each wait; the bytes a first reader took (`Recording`,
+storm control's look at the notes) are replayed to the next (`head`)."""
 from __future__ import annotations
 
 import fcntl
@@ -14,14 +15,21 @@ class Stalled(Exception):
     """No input for `idle_timeout` seconds."""
 
 
+class Full(Exception):
+    """A Recording would keep more than its limit."""
+
+
 class Stream:
     """Sequential reads from a pipe, socket or file; waits at most
     `idle_timeout` seconds for each chunk; `pos` counts bytes consumed.
-    Bytes skipped on a pipe are spliced to /dev/null, never copied to us."""
+    Bytes skipped on a pipe are spliced to /dev/null, never copied to us.
+    `head`: the first bytes of the input, already taken from `fd` by an
+    earlier reader; they are read again from memory, then `fd` goes on."""
 
-    def __init__(self, fd: int, idle_timeout: float):
+    def __init__(self, fd: int, idle_timeout: float, head: bytes = b""):
         self.fd = fd
         self.pos = 0
+        self._head = memoryview(head)
         self.eof = False
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
@@ -51,6 +59,10 @@ class Stream:
             raise Stalled(f"no core data for {self._timeout_ms / 1000:g} s at offset {self.pos}")
 
     def _readinto(self, view: memoryview) -> int:
+        if self.pos < len(self._head):
+            n = min(len(view), len(self._head) - self.pos)
+            view[:n] = self._head[self.pos:self.pos + n]
+            return self._advance(n)
         self._wait()
         return self._advance(os.readv(self.fd, [view]))
 
@@ -67,10 +79,34 @@ class Stream:
 
     def skip_to(self, offset: int) -> None:
         while self.pos < offset and not self.eof:
-            if self._null is not None:
+            if self.pos < len(self._head):
+                self.pos = min(offset, len(self._head))
+            elif self._null is not None:
                 self._wait()
                 self._advance(os.splice(self.fd, self._null, min(offset - self.pos, 1 << 30)))
-                continue
-            if self._scratch is None:
-                self._scratch = memoryview(bytearray(CHUNK))
-            self._readinto(self._scratch[:min(CHUNK, offset - self.pos)])
+            else:
+                if self._scratch is None:
+                    self._scratch = memoryview(bytearray(CHUNK))
+                self._readinto(self._scratch[:min(CHUNK, offset - self.pos)])
+
+
+class Recording(Stream):
+    """A Stream that keeps every byte it consumes (`kept`), skipped ones
+    too, up to `limit`: what a first look at the input took, for the next
+    reader's `head`."""
+
+    def __init__(self, fd: int, idle_timeout: float, limit: int):
+        super().__init__(fd, idle_timeout)
+        self.kept = bytearray()
+        self.limit = limit
+
+    def read(self, size: int) -> bytearray:
+        if self.pos + size > self.limit:
+            raise Full(f"more than {self.limit} bytes before the end of the notes")
+        data = super().read(size)
+        self.kept += data
+        return data
+
+    def skip_to(self, offset: int) -> None:
+        if offset > self.pos:
+            self.read(offset - self.pos)

@@ -87,14 +87,16 @@ class Streamed:
 
 
 def stream(fd: int, stack_window: int = DEFAULT_STACK_WINDOW, keep: int = DEFAULT_KEEP,
-           idle_timeout: float = 30.0, files=None, where: Where | None = None) -> Streamed:
+           idle_timeout: float = 30.0, files=None, where: Where | None = None,
+           head: bytes = b"") -> Streamed:
     """Read a core from `fd` once, front to back, keeping the ranges that
     `wanted_ranges` picks, and drain it to the end. `files(layout)`, called
     as soon as the notes are read (the kernel still holds the process),
     returns mapping start -> a path opening the exact file (e.g.
     /proc/self/fd/N opened through map_files); the others are looked for
-    as `where` says (locate.py)."""
-    s = Stream(fd, idle_timeout)
+    as `where` says (locate.py). `head`: the core's first bytes, already
+    taken from `fd` (by storm control's look at the notes)."""
+    s = Stream(fd, idle_timeout, head)
     errors: list[str] = []
     layout = None
     opened: dict[int, str] = {}

@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from collector.service.kernel import KERNEL_ARGS
+from collector.service.pipe import KERNEL_ARGS
 
 from .corepattern import (CRASH_ENV, can_own, crash, crashed_thread, handler_script,
                           owned_core_pattern, short_tempdir, wait_report)

@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from collector import text
-from collector.service.kernel import KERNEL_ARGS
+from collector.service.pipe import KERNEL_ARGS
 
 from .corepattern import (FIXTURE_EXE, can_own, crash, handler_script, owned_core_pattern,
                           short_tempdir, wait_report)

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from collector.service.kernel import KERNEL_ARGS
+from collector.service.pipe import KERNEL_ARGS
 
 from .corepattern import (_core_limit, can_own, crash, crashed_thread, handler_script,
                           owned_core_pattern, short_tempdir, wait_report)

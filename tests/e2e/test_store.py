@@ -14,7 +14,7 @@ import pytest
 
 from collector import config as cfgmod
 from collector.delivery.store import Store
-from collector.service.kernel import KERNEL_ARGS
+from collector.service.pipe import KERNEL_ARGS
 
 from .corepattern import (can_own, crash, crashed_thread, handler_script, owned_core_pattern,
                           short_tempdir, wait_report)

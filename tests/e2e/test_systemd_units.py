@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from collector.cli import parser
-from collector.service.kernel import KERNEL_ARGS
+from collector.service.pipe import KERNEL_ARGS
 
 from .helpers import REPO
 

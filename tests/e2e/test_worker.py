@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from collector.service.kernel import KERNEL_ARGS
+from collector.service.pipe import KERNEL_ARGS
 
 from .corepattern import (FIXTURE_EXE, can_own, crash, crashed_thread, handler_script,
                           owned_core_pattern, short_tempdir, wait_report)

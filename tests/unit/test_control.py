@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from collector import errors
-from collector.service import control, requests
+from collector.service import clients, control
 
 
 def pair():
@@ -56,25 +56,25 @@ def test_what_is_not_a_message_is_refused(raw, why):
 
 
 def test_options_are_checked():
-    assert requests.options({})["stop_timeout"] == 2.0
-    assert requests.options({"max_frames": None, "freeze": True})["freeze"] is True
+    assert clients.options({})["stop_timeout"] == 2.0
+    assert clients.options({"max_frames": None, "freeze": True})["freeze"] is True
     for bad in ({"stack_window": True}, {"stack_window": 1.5}, {"stop_timeout": 11},
                 {"symbolize_budget": -1}, {"max_frames": 0}, {"max_frames": "9"}):
         with pytest.raises(errors.UsageError):
-            requests.options(bad)
+            clients.options(bad)
     with pytest.raises(errors.UsageError):
-        requests.options([])
+        clients.options([])
 
 
 def test_who_may_ask_for_what():
     me = os.getpid()
-    assert requests.why_not_trace(requests.Peer(me, 0, 0), 1) is None  # root: anything
+    assert clients.why_not_trace(clients.Peer(me, 0, 0), 1) is None  # root: anything
     if os.geteuid() == 0:
-        why = requests.why_not_trace(requests.Peer(me, 65534, 65534), me)
+        why = clients.why_not_trace(clients.Peer(me, 65534, 65534), me)
         assert why == f"pid {me} runs as another user"
     with pytest.raises(errors.NotPermitted):
-        requests.core_request({"kernel": {"P": me}}, [0], requests.Peer(me, 1000, 1000))
+        clients.core_request({"kernel": {"P": me}}, [0], clients.Peer(me, 1000, 1000))
     with pytest.raises(errors.UsageError, match="not dumping core"):
-        requests.core_request({"kernel": {"P": me}}, [0], requests.Peer(me, 0, 0))
+        clients.core_request({"kernel": {"P": me}}, [0], clients.Peer(me, 0, 0))
     with pytest.raises(errors.UsageError, match="LETTER"):
-        requests.core_request({"kernel": {"PP": 1}}, [0], requests.Peer(me, 0, 0))
+        clients.core_request({"kernel": {"PP": 1}}, [0], clients.Peer(me, 0, 0))

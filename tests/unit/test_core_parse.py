@@ -12,7 +12,7 @@ import threading
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from collector.targets import RED_ZONE, corefile, stream
+from collector.targets import RED_ZONE, corefile, corehead, stream
 from unwinder.regs import RIP, RSP
 from unwinder.space import MemoryFault
 
@@ -28,7 +28,7 @@ def note(kind: int, desc: bytes, name: bytes = b"CORE\0") -> bytes:
 
 
 def prstatus(tid: int, rip: int, rsp: int) -> bytes:
-    regs = dict.fromkeys(corefile._PR_REG_NAMES, 0) | {"rip": rip, "rsp": rsp}
+    regs = dict.fromkeys(corehead.PR_REG_NAMES, 0) | {"rip": rip, "rsp": rsp}
     head = struct.pack("<iiih2x16xiiii64x", 11, 0, 0, 11, tid, 1, tid, tid)
     return head + struct.pack(f"<{len(regs)}Q", *regs.values()) + b"\0" * (336 - 112 - 8 * 20)
 
