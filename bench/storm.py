@@ -1,7 +1,8 @@
 """A crash storm through the real kernel: CRASHES crashes in SECONDS (by
 default 1,000 in 60 s), most of them the same crash, handled by `collector
 serve` ('@' socket mode, '@@' request mode) or by the pipe handler
-(`core --from-kernel`, core_pipe_limit 16). Prints the crashes made, the
+(`core --from-kernel`, core_pipe_limit 16), alone or handing each core to
+a running `collector serve --control` (pipe-service). Prints the crashes made, the
 reports delivered, the crashes counted as suppressed (the local store),
 those the kernel skipped (no trace anywhere: made - delivered - suppressed),
 the handlers' CPU per crash (on average, for a delivered one and for a
@@ -32,9 +33,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
+from collector.service.pipe import KERNEL_ARGS  # noqa: E402
 from tests.e2e.corepattern import FIXTURE_EXE, owned_core_pattern  # noqa: E402
 
-KERNEL_ARGS = "P=%P I=%I s=%s t=%t u=%u g=%g h=%h F=%F e=%e"
 # Four crash sites; `site` 0 is the storm, the others now and then.
 PROGRAM = r"""
 #include <signal.h>
@@ -60,7 +61,7 @@ int main(int argc, char **argv)
 HANDLER = """#!/bin/sh
 for a; do case $a in P=*) pid=${{a#P=}} ;; esac; done
 case $(readlink /proc/$pid/exe) in */{exe}) ;; *) exec cat >/dev/null ;; esac
-export COLLECTOR_CONFIG={config}
+export COLLECTOR_CONFIG={config} COLLECTOR_CONTROL={control}
 PYTHONPATH={repo} /usr/bin/time -f "%U %S" -o {d}/t.$pid {python} -m collector "$@"
 if ls {reports}/*-$pid-* >/dev/null 2>&1; then k=delivered; else k=suppressed; fi
 echo "$k $pid $(tail -n 1 {d}/t.$pid)" >> {log}
@@ -136,10 +137,27 @@ def settle(count, want: int, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
+def handler(d: Path, exe: Path, log: Path) -> str:
+    """The pipe handler script's core_pattern (it hands its core to the
+    service when one listens at d/c)."""
+    script = d / "h"
+    script.write_text(HANDLER.format(exe=exe.name, config=d / "collector.toml", repo=REPO,
+                                     python=sys.executable, reports=d / "r", log=log, d=d,
+                                     control=d / "c"))
+    script.chmod(0o755)
+    log.touch()
+    return f"|{script} core --from-kernel --report-dir {d / 'r'} {KERNEL_ARGS}"
+
+
 def run_service(args, d: Path, exe: Path) -> dict:
-    sock, log = d / "s", d / "serve.log"
+    """socket, request, and pipe-service: the pipe handler hands each core
+    to the service (its CPU is added to the service's)."""
+    sock, log, handlers = d / "s", d / "serve.log", d / "handler.log"
     env = dict(os.environ, PYTHONPATH=str(REPO), COLLECTOR_CONFIG=str(d / "collector.toml"))
-    proc = subprocess.Popen([sys.executable, "-m", "collector", "serve", "--socket", str(sock),
+    piped = args.mode == "pipe-service"
+    where = [] if piped else ["--socket", str(sock)]
+    proc = subprocess.Popen([sys.executable, "-m", "collector", "serve", *where,
+                             "--control", str(d / "c"),
                              "--report-dir", str(d / "r"), "--jobs", str(args.jobs)],
                             stdout=subprocess.DEVNULL, stderr=open(log, "w"), env=env,
                             start_new_session=True)
@@ -150,7 +168,9 @@ def run_service(args, d: Path, exe: Path) -> dict:
             time.sleep(0.05)
         time.sleep(0.2)  # the socket is bound before it listens
         base = cpu_of(proc.pid)
-        with owned_core_pattern(("@@" if args.mode == "request" else "@") + str(sock)):
+        pattern = handler(d, exe, handlers) if piped else \
+            ("@@" if args.mode == "request" else "@") + str(sock)
+        with owned_core_pattern(pattern, pipe_limit=16 if piped else None):
             t0 = time.monotonic()
             pids, dumped = crashes(exe, args.crashes, args.seconds)
             mine = set(map(str, pids))
@@ -162,22 +182,23 @@ def run_service(args, d: Path, exe: Path) -> dict:
         proc.terminate()
         _, _, usage = os.wait4(proc.pid, 0)
     text = log.read_text()
+    own = {}  # pid -> the pipe handler's CPU, ms
+    if piped:
+        for line in handlers.read_text().splitlines():
+            _, pid, user, system = line.split()
+            own[pid] = (float(user) + float(system)) * 1000
     per = {"delivered": [], "suppressed": []}
     for m in re.finditer(r"pid (\d+): (report sent|suppressed).*cpu_ms=([\d.]+)", text):
         if m[1] in mine:
-            per["delivered" if m[2] == "report sent" else "suppressed"].append(float(m[3]))
-    total = (usage.ru_utime + usage.ru_stime) * 1000 - base
+            per["delivered" if m[2] == "report sent" else "suppressed"].append(
+                float(m[3]) + own.get(m[1], 0.0))
+    total = (usage.ru_utime + usage.ru_stime) * 1000 - base + sum(own.values())
     return {"pids": pids, "dumped": dumped, "per": per, "total": total, "wall": wall}
 
 
 def run_pipe(args, d: Path, exe: Path) -> dict:
-    script, log = d / "h", d / "handler.log"
-    script.write_text(HANDLER.format(exe=exe.name, config=d / "collector.toml", repo=REPO,
-                                     python=sys.executable, reports=d / "r", log=log, d=d))
-    script.chmod(0o755)
-    log.touch()
-    pattern = f"|{script} core --from-kernel --report-dir {d / 'r'} {KERNEL_ARGS}"
-    with owned_core_pattern(pattern, pipe_limit=16):
+    log = d / "handler.log"
+    with owned_core_pattern(handler(d, exe, log), pipe_limit=16):
         t0 = time.monotonic()
         pids, dumped = crashes(exe, args.crashes, args.seconds)
         settle(lambda: len(log.read_text().splitlines()), len(pids), timeout=30)
@@ -200,9 +221,6 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--jobs", type=int, default=2, help="serve --jobs")
     args = p.parse_args()
-    if args.mode == "pipe-service":
-        raise SystemExit("pipe-service: the pipe handler handing its core to the service "
-                         "is not built yet")
     if os.geteuid() != 0:
         raise SystemExit("needs root (core_pattern)")
     d = Path(tempfile.mkdtemp(prefix="cs-", dir="/tmp"))
