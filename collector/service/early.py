@@ -107,20 +107,11 @@ def from_proc(pid: int) -> Key | None:
             if int(fields[6]) & PF_DUMPCORE:  # fields from the 3rd: flags 9th, kstkeip 30th
                 pc = int(fields[27])
                 break
-        with open(f"/proc/{pid}/maps", "rb") as f:
-            maps = [_map_line(line) for line in f.read().decode("utf-8", "surrogateescape")
-                    .splitlines()]
+        from ..targets import procfs  # the service's: not on pipe mode's lean path
+        maps = [(m.start, m.end, m.offset, m.path) for m in procfs.maps(pid)]
     except (OSError, ValueError, IndexError):
         return None
-    return Key(exe, None, *where(pc, [m for m in maps if m]))
-
-
-def _map_line(line: str) -> tuple[int, int, int, str] | None:
-    parts = line.split(None, 5)
-    if len(parts) < 5:
-        return None
-    lo, _, hi = parts[0].partition("-")
-    return int(lo, 16), int(hi, 16), int(parts[2], 16), parts[5] if len(parts) > 5 else ""
+    return Key(exe, None, *where(pc, maps))
 
 
 class Decision:
