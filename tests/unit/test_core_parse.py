@@ -79,8 +79,8 @@ def three_threads() -> bytes:
                       (VDSO, b"\x7fELF" + b"\x90" * 8188, 0x2000, corefile.PF_R | corefile.PF_X)])
 
 
-def stream_bytes(data: bytes, **kw) -> stream.Streamed:
-    """Feed `data` through a real pipe, as the kernel does."""
+def pipe_of(data: bytes) -> tuple[int, threading.Thread]:
+    """The read end of a real pipe a thread writes `data` into, as the kernel does."""
     r, w = os.pipe()
 
     def feed():
@@ -91,6 +91,11 @@ def stream_bytes(data: bytes, **kw) -> stream.Streamed:
                 pass
     t = threading.Thread(target=feed)
     t.start()
+    return r, t
+
+
+def stream_bytes(data: bytes, **kw) -> stream.Streamed:
+    r, t = pipe_of(data)
     try:
         return stream.stream(r, **kw)
     finally:

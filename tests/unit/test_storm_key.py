@@ -3,28 +3,13 @@ replayed to the streaming reader: the same result as reading the core once."""
 from __future__ import annotations
 
 import os
-import threading
 
 from collector.service import early
 from collector.targets import corefile, stream
 
-from test_core_parse import PAGE, STACK, TEXT, make_core, stack_bytes
+from test_core_parse import PAGE, STACK, TEXT, make_core, pipe_of, stack_bytes
 
 AT_ENTRY = 9
-
-
-def pipe_of(data: bytes) -> tuple[int, threading.Thread]:
-    r, w = os.pipe()
-
-    def feed():
-        with os.fdopen(w, "wb") as f:
-            try:
-                f.write(data)
-            except BrokenPipeError:
-                pass
-    t = threading.Thread(target=feed)
-    t.start()
-    return r, t
 
 
 def core(rip: int) -> bytes:
