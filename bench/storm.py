@@ -166,7 +166,6 @@ def run_service(args, d: Path, exe: Path) -> dict:
             if proc.poll() is not None:
                 raise SystemExit(f"serve did not start:\n{log.read_text()}")
             time.sleep(0.05)
-        time.sleep(0.2)  # the socket is bound before it listens
         base = cpu_of(proc.pid)
         pattern = handler(d, exe, handlers) if piped else \
             ("@@" if args.mode == "request" else "@") + str(sock)

@@ -78,20 +78,28 @@ def listeners(core: str | None, ctl: str | None) -> dict[str, socket.socket]:
 
 
 def bound(path: str, umask: int) -> socket.socket:
+    """A socket listening at `path`. It is bound under another name and
+    renamed into place once it listens: a crash (or a client) that finds
+    the path always finds someone listening, never ECONNREFUSED."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    new = f"{path}.{os.getpid()}.new"
     try:
         _remove_stale(path)
+        _unlink(new)
         old = os.umask(umask)
         try:
-            sock.bind(path)
+            sock.bind(new)
         finally:
             os.umask(old)
         sock.listen(BACKLOG)
+        os.rename(new, path)
     except OSError as e:
         sock.close()
+        _unlink(new)
         raise HandlerError(f"cannot listen on {path}: {e.strerror or e}") from None
     except BaseException:
         sock.close()
+        _unlink(new)
         raise
     return sock
 
@@ -292,11 +300,11 @@ def serve(args) -> None:
     except Shutdown:
         log(f"stopping: waiting for {len(service.busy)} handlers")
     finally:
-        for sock in socks.values():
-            where = sock.getsockname()
+        ours = os.environ.get("LISTEN_PID") != str(os.getpid())  # else systemd's
+        for name, sock in socks.items():
             sock.close()
-            if where and where in (args.socket, ctl) and "LISTEN_PID" not in os.environ:
-                _unlink(where)  # ours, not systemd's: no stale socket for clients to try
+            if ours:  # no stale socket left for clients to try
+                _unlink(args.socket if name == "core" else ctl)
         for s in (signal.SIGTERM, signal.SIGINT):
             signal.signal(s, signal.SIG_IGN)
         for conn, *_ in service.waiting:  # their handlers still have the cores
