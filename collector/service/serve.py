@@ -35,6 +35,7 @@ SO_PEERPIDFD = 77           # Linux 6.5+, not in Python's socket module
 LISTEN_FDS_START = 3        # sd_listen_fds(3)
 BACKLOG = 64
 REQUEST_TIMEOUT = 2.0       # seconds a client has to send its request
+MAX_READING = 64            # clients yet to send their request; more wait in the backlog
 MAX_WAITING = 256           # handed-over cores waiting for a job
 
 
@@ -175,28 +176,66 @@ class Service:
         self.args, self.socks = args, socks
         self.busy: set[int] = set()
         self.waiting: collections.deque = collections.deque()  # (conn, kernel, errors, fd, pidfd)
+        self.reading: dict[socket.socket, float] = {}  # clients yet to send: -> deadline
 
     def run(self) -> None:
         core, ctl = self.socks.get("core"), self.socks.get("control")
         wake, alarm = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake select, through `alarm`
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake poll, through `alarm`
         signal.set_wakeup_fd(alarm)
         while True:
             self.reap()
             while self.waiting and len(self.busy) < self.args.jobs:
                 self.start_handed(*self.waiting.popleft())
             free = len(self.busy) < self.args.jobs
-            watch = [s for s in (ctl, core if free else None) if s is not None]
-            ready, _, _ = select.select([*watch, wake], [], [])
+            watch = {s.fileno(): s for s in (ctl, core if free else None, *self.reading)
+                     if s is not None}
+            poll = select.poll()
+            for fd in (*watch, wake):
+                poll.register(fd, select.POLLIN)
+            now = time.monotonic()
+            wait = min(self.reading.values(), default=None)
+            ready = {fd for fd, _ in poll.poll(None if wait is None
+                                               else max(0, int((wait - now) * 1000)) + 1)}
             if wake in ready:
                 _drain(wake)
-            if core in ready:
+            if core is not None and core.fileno() in ready:
                 conn, _ = core.accept()
                 self.fork(lambda: handle(conn, self.args))
                 conn.close()
-            if ctl in ready:
+            for conn in [c for c in self.reading if c.fileno() in ready or
+                         self.reading[c] <= time.monotonic()]:
+                self.read(conn)
+            if ctl is not None and ctl.fileno() in ready and len(self.reading) < MAX_READING:
                 conn, _ = ctl.accept()
-                self.request(conn)
+                self.reading[conn] = time.monotonic() + REQUEST_TIMEOUT
+
+    def read(self, conn: socket.socket) -> None:
+        """A client's request, once it has all arrived (or its time is up):
+        a client that sends slowly or not at all holds up no one else."""
+        try:
+            data = conn.recv(control.HEADER.size + control.MAX_REQUEST,
+                             socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            data = None
+        except OSError:
+            data = b""
+        head = control.HEADER.size
+        if data is None or 0 < len(data) < head:
+            complete = False
+        elif not data:  # it hung up
+            complete = True
+        else:
+            size = control.HEADER.unpack_from(data)[0]
+            complete = size > control.MAX_REQUEST or len(data) >= head + size
+        if complete:
+            del self.reading[conn]
+            self.request(conn)  # one cut short (the client hung up) is answered as a bad one
+        elif self.reading[conn] <= time.monotonic():
+            del self.reading[conn]
+            log("a bad request: none within the request timeout")
+            self.answer(conn, {"error": "HandlerError", "message": "a bad request: none within "
+                               f"{REQUEST_TIMEOUT:g} s"})
 
     def request(self, conn: socket.socket) -> None:
         """One control request. An attach is answered here; a core is kept
@@ -247,6 +286,7 @@ class Service:
         try:
             conn.settimeout(REQUEST_TIMEOUT)
             control.send(conn, answer)
+            _discard(conn)  # what it sent beyond its request: else it gets a reset, not the answer
         except OSError as e:
             log(f"could not answer a client: {e.strerror or e}")
         finally:
@@ -263,6 +303,7 @@ class Service:
         """Run `work` in a child, which closes the fds that are the parent's
         (`private` and the sockets, the waiting cores but its own)."""
         others = [x for conn, _, _, fd, pidfd in self.waiting for x in (conn.fileno(), fd, pidfd)]
+        others += [conn.fileno() for conn in self.reading]
         child = os.fork()
         if child == 0:
             _child(work, [*private, *(s.fileno() for s in self.socks.values()), *others])
@@ -329,6 +370,15 @@ def _child(work, close: list[int | None]) -> None:
         code = 1
     finally:
         os._exit(code)
+
+
+def _discard(conn: socket.socket, most: int = 16) -> None:
+    try:
+        for _ in range(most):
+            if not conn.recv(1 << 16, socket.MSG_DONTWAIT):
+                return
+    except OSError:
+        pass
 
 
 def _unlink(path: str) -> None:
