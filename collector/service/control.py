@@ -17,6 +17,7 @@ import array
 import json
 import os
 import socket
+import stat
 import struct
 
 DEFAULT = "/run/collector/control.sock"
@@ -42,7 +43,6 @@ def path() -> str | None:
     named = os.environ.get(ENV)
     where = DEFAULT if named is None else named
     try:
-        import stat
         return where if where and stat.S_ISSOCK(os.stat(where).st_mode) else None
     except OSError:
         return None

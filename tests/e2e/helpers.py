@@ -14,11 +14,11 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 try:  # tests/conftest.py, imported by pytest as `conftest` (rootdir without __init__.py)
-    from conftest import (REPO, collector_argv, collector_env, proc_state, read_status,
-                          run_command, schema_errors, task_ids)
+    from conftest import (NOBODY, REPO, collector_argv, collector_env, proc_state,
+                          read_status, run_command, schema_errors, task_ids)
 except ImportError:  # pragma: no cover - if tests/ ever becomes a package
-    from tests.conftest import (REPO, collector_argv, collector_env, proc_state, read_status,
-                                run_command, schema_errors, task_ids)
+    from tests.conftest import (NOBODY, REPO, collector_argv, collector_env, proc_state,
+                                read_status, run_command, schema_errors, task_ids)
 
 # ------------------------------------------------------------------ frames
 

@@ -19,9 +19,8 @@ import time
 
 import pytest
 
-from .helpers import collector_argv, collector_env, norm, proc_state, run_command
+from .helpers import NOBODY, collector_argv, collector_env, norm, proc_state, run_command
 
-NOBODY = 65534
 WHY = re.compile(r"root|ptrace|cap_sys_ptrace|uid|user|owner|yama", re.I)
 PERMISSION = re.compile(r"permi|not allowed|denied|privilege", re.I)
 

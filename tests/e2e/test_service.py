@@ -21,11 +21,9 @@ from collector.service.pipe import KERNEL_ARGS
 
 from .corepattern import (_core_limit, can_own, crash, crashed_thread, handler_script,
                           owned_core_pattern, short_tempdir, wait_report)
-from .helpers import assert_chain, collector_argv, collector_env, names, run_command
+from .helpers import NOBODY, assert_chain, collector_argv, collector_env, names, run_command
 from .receivers import stop
 from .test_core_socket import kernel_has_socket_mode, socket_activate
-
-NOBODY = 65534
 
 # A client that is not root: Python and the modules a refused attach needs
 # are loaded as root (nobody may not read this interpreter's files), then

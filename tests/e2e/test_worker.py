@@ -14,11 +14,10 @@ from collector.service.pipe import KERNEL_ARGS
 
 from .corepattern import (FIXTURE_EXE, can_own, crash, crashed_thread, handler_script,
                           owned_core_pattern, short_tempdir, wait_report)
-from .helpers import assert_chain, fmt_thread, names
+from .helpers import NOBODY, assert_chain, fmt_thread, names
 
 pytestmark = pytest.mark.skipif(can_own() is not None, reason=str(can_own()))
 CRASHER = ["boom", "e", "d"]
-NOBODY = 65534
 NO_CAPS = "0000000000000000"
 
 
