@@ -10,8 +10,14 @@ def main() -> int:
     try:
         try:
             from .service.pipe import suppressed
-            if suppressed(sys.argv[1:]):  # pipe mode, decided before anything heavy is loaded
+            argv = sys.argv[1:]
+            if suppressed(argv):  # pipe mode, decided before anything heavy is loaded
                 return 0
+            if "attach" in argv and "--no-service" not in argv:
+                from .service.control import forward
+                code = forward(argv)  # the service's warm caches, when it runs
+                if code is not None:
+                    return code
             from .cli import main as cli_main
             return cli_main()
         finally:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..service.control import DEFAULT, ENV
-from ..service.serve import serve
+from ..service import serve as service
 from .options import add_stream_options, add_unwind_options, command_parser, positive
 
 
@@ -24,3 +24,8 @@ def register(sub) -> None:
     add_unwind_options(s)
     add_stream_options(s)
     s.set_defaults(func=serve)
+
+
+def serve(args) -> None:
+    from .. import cli  # the service runs its clients' command lines with it
+    service.serve(args, cli)

@@ -1,9 +1,12 @@
 """What the service does for a client of its control socket (control.py
-has the protocol): attach to a process with the warm caches, or take over a
-core a pipe handler was given. Each asker is known by its peer credentials
+has the protocol): run its `attach` with the warm caches and deliver the
+report as the client, or take over a core a pipe handler was given. Each asker is known by its peer credentials
 (SO_PEERCRED) and may ask only what it could do itself."""
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import os
 import socket
 import struct
@@ -11,18 +14,17 @@ from dataclasses import dataclass
 
 from .. import errors
 from ..attach import attach
-from ..targets import DEFAULT_STACK_WINDOW, DEFAULT_STOP_TIMEOUT, live, procfs
+from ..targets import live, procfs
 from . import control
 
 YAMA = "/proc/sys/kernel/yama/ptrace_scope"
 MAX_ANCESTORS = 4096
-# option -> (type, lowest, highest, default) an attach request may give;
-# requests are served one at a time, between the kernel's cores: no client
-# may hold the service for long
-OPTIONS = {"stack_window": (int, 4096, 64 << 20, DEFAULT_STACK_WINDOW),
-           "stop_timeout": (float, 0.001, control.MAX_STOP_TIMEOUT, DEFAULT_STOP_TIMEOUT),
-           "max_frames": (int, 1, 1 << 24, None),
-           "symbolize_budget": (float, 0.0, control.MAX_BUDGET, 0.0)}
+MAX_ARGS = 256
+# What a client's command imports (cli.main in the delivering child):
+# imported by the service, before any fork, so that each child starts warm.
+CLIENT_MODULES = ("collector.commands.attach", "collector.delivery.deliver",
+                  "collector.delivery.sinks.stdout", "collector.text", "collector.logging",
+                  "structlog", "tomllib")
 
 
 @dataclass
@@ -86,41 +88,79 @@ def _descends(pid: int, ancestor: int) -> bool:
     return False
 
 
-def options(given) -> dict:
-    """The attach options of a request, each checked; UsageError if one is not."""
-    if not isinstance(given, dict):
-        raise errors.UsageError("the request's options are not an object")
-    out = {"freeze": given.get("freeze") is True}
-    for name, (kind, low, high, default) in OPTIONS.items():
-        value = given.get(name, default)
-        if value is None and default is None:
-            out[name] = None
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                not low <= value <= high or (kind is int and not isinstance(value, int)):
-            raise errors.UsageError(f"the request's {name} is not a {kind.__name__} "
-                                    f"from {low} to {high}: {value!r}")
-        out[name] = kind(value)
-    return out
+def preload() -> None:
+    for name in CLIENT_MODULES:
+        importlib.import_module(name)
 
 
-def take_attach(message: dict, asker: Peer, outlet, keep_images: int) -> dict:
-    """The report of the process the asker named: raises a CollectorError
-    (the client raises it again) for what it may not or cannot have."""
-    pid = message.get("pid")
-    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
-        raise errors.UsageError(f"not a pid: {pid!r}")
-    opts = options(message.get("options", {}))
-    budget = opts.pop("symbolize_budget")
-    live.check_target(pid)
-    why = why_not_trace(asker, pid)
+def command_args(message: dict, fds: list[int], parser):
+    """(parsed arguments, None) of a command line the service runs itself
+    (`parser`: cli.parser), or (None, the answer): the parser's own output
+    and exit status (--help, a usage error), or {"local": true} for what the
+    client does itself (not an attach, --no-service, a stop timeout or
+    budget that would hold the service long). UsageError for a request
+    that is not one."""
+    argv, env, umask = message.get("argv"), message.get("env"), message.get("umask")
+    if not isinstance(argv, list) or len(argv) > MAX_ARGS or \
+            not all(isinstance(a, str) for a in argv):
+        raise errors.UsageError("the request's argv is not a list of strings")
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                            for k, v in env.items()):
+        raise errors.UsageError("the request's env is not an object of strings")
+    if isinstance(umask, bool) or not isinstance(umask, int) or not 0 <= umask <= 0o777:
+        raise errors.UsageError("the request's umask is not one")
+    if len(fds) != 3:
+        raise errors.UsageError("a command comes with its stdout, stderr and directory")
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            args = parser(argv).parse_args(argv)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 2
+        return None, {"exit": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
+    if args.command != "attach" or args.no_service or \
+            args.stop_timeout > control.MAX_STOP_TIMEOUT or \
+            args.symbolize_budget > control.MAX_BUDGET:
+        return None, {"local": True}
+    return args, None
+
+
+def take_attach(args, asker: Peer, outlet, keep_images: int) -> dict:
+    """The report of the process the asker named, symbolized: raises a
+    CollectorError for what it may not or cannot have."""
+    live.check_target(args.pid)
+    why = why_not_trace(asker, args.pid)
     if why:
-        raise errors.NotPermitted(f"uid {asker.uid} may not trace pid {pid}: {why}")
+        raise errors.NotPermitted(f"uid {asker.uid} may not trace pid {args.pid}: {why}")
     outlet.images.begin(keep_images)
-    report = attach(pid, images=outlet.images, **opts)
+    report = attach(args.pid, stack_window=args.stack_window, stop_timeout=args.stop_timeout,
+                    freeze=args.freeze, max_frames=args.max_frames, outlet=outlet)
     report["timings"]["service"] = True
-    outlet.symbolize(report, budget)
+    outlet.symbolize(report, args.symbolize_budget)
     return report
+
+
+def deliver_as(asker: Peer, message: dict, fds: list[int], report: dict, main) -> int:
+    """In a child of the service: become the client (its ids, groups,
+    directory, umask, environment, stdout and stderr), then deliver the
+    report as `collector attach` there would (`main`: cli.main); its exit
+    status. Raises OSError if it cannot become the client: nothing is
+    delivered as root."""
+    stdout, stderr, cwd = fds
+    if asker.uid != 0:
+        status = procfs.status(asker.pid)
+        if "Uid" not in status:
+            raise OSError(f"the client (pid {asker.pid}) is gone")
+        os.setgroups([int(g) for g in status.get("Groups", "").split()])
+        os.setresgid(asker.gid, asker.gid, asker.gid)
+        os.setresuid(asker.uid, asker.uid, asker.uid)
+    os.fchdir(cwd)
+    os.umask(message["umask"])
+    os.environ.clear()
+    os.environ.update(message["env"])
+    for fd, to in ((stdout, 1), (stderr, 2)):
+        os.dup2(fd, to)
+    return main(message["argv"], report=report)
 
 
 def core_request(message: dict, fds: list[int], asker: Peer) -> tuple[dict, list[str], int, int | None]:

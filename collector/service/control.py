@@ -1,15 +1,20 @@
 """The service's control socket: one request per connection, a length-framed
 JSON message each way, file descriptors alongside (SCM_RIGHTS).
 
-- {"op": "attach", "pid": N, "options": {...}}: the service attaches with
-  its warm caches and answers {"report": {...}} or {"error": CLASS, "message":
-  TEXT} (a CollectorError of errors.py, raised again by the client).
+- {"op": "command", "argv": [...], "env": {...}, "umask": N} with the
+  client's stdout, stderr and working directory: the service runs the
+  command line (`attach`) with its warm caches and delivers the report as
+  the client, in the client's name, and answers {"exit": N} (and
+  "stdout"/"stderr" text to write, e.g. a usage error), or {"local": true}:
+  the client does it itself.
 - {"op": "core", "kernel": {...}, "errors": [...]} with the core's pipe (and
   the kernel's pidfd, if any): the pipe handler hands its core over and the
   service answers {"taken": true} once a child of its own owns it.
 
 The client side is imported by `attach` and the pipe handler before they
 touch a target: it costs socket, struct and json only.
+Any other answer ({"error": CLASS, "message": TEXT} for a bad request)
+means the client does the work itself.
 """
 from __future__ import annotations
 
@@ -25,8 +30,9 @@ ENV = "COLLECTOR_CONTROL"
 HEADER = struct.Struct("!I")
 MAX_REQUEST = 64 << 10
 MAX_ANSWER = 256 << 20
-MAX_FDS = 2
+MAX_FDS = 3
 CONNECT_TIMEOUT = 1.0
+ANSWER_TIMEOUT = 300.0  # seconds: the stop, symbolization and delivery (sinks, spool)
 # The service serves attach requests one at a time, between the kernel's
 # cores: a request that may take longer is done by the client itself.
 MAX_STOP_TIMEOUT = 10.0
@@ -129,6 +135,43 @@ def ask(where: str, message: dict, fds: tuple[int, ...] = (), timeout: float | N
         return answer
     finally:
         sock.close()
+
+
+def forward(argv: list[str]) -> int | None:
+    """This command line's exit status, run by the service with this
+    process's stdout, stderr, working directory, environment and umask;
+    None when there is no service or it says to do it here."""
+    where = path()
+    if where is None:
+        return None
+    mask = os.umask(0o077)
+    os.umask(mask)
+    try:
+        cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        answer = ask(where, {"op": "command", "argv": argv, "env": dict(os.environ),
+                             "umask": mask}, (1, 2, cwd), timeout=ANSWER_TIMEOUT)
+    except Unavailable:
+        return None
+    finally:
+        os.close(cwd)
+    code = answer.get("exit")
+    if isinstance(code, bool) or not isinstance(code, int):
+        return None
+    for fd, key in ((1, "stdout"), (2, "stderr")):
+        _write(fd, answer.get(key))
+    return code
+
+
+def _write(fd: int, text) -> None:
+    data = text.encode(errors="replace") if isinstance(text, str) else b""
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:
+        pass
 
 
 def hand_off(kernel: dict, errors: list[str]) -> bool:

@@ -8,16 +8,19 @@
   Connections beyond that wait in the listen backlog (and beyond the
   backlog the kernel drops the core): a storm costs at most --jobs
   handlers' memory.
-- On the control socket (clients.py) `collector attach` asks for a
-  report, which the service makes itself with its warm caches, one at a
-  time; and a pipe handler hands over its core, which then waits for a job
-  like a socket's.
+- On the control socket (clients.py) `collector attach` hands over its
+  command line: the service makes the report itself with its warm caches,
+  one at a time, and a child that becomes the client (its ids, directory,
+  environment, stdout and stderr) delivers it as the client's own; and a
+  pipe handler hands over its core, which then waits for a job like a
+  socket's.
 Children are forked from the warm parent (imports done, caches filled) and
 finish on their own if the parent dies.
 """
 from __future__ import annotations
 
 import collections
+import gc
 import os
 import resource
 import select
@@ -172,8 +175,8 @@ def _cpu_ms() -> float:
 
 
 class Service:
-    def __init__(self, args, socks: dict[str, socket.socket]):
-        self.args, self.socks = args, socks
+    def __init__(self, args, socks: dict[str, socket.socket], cli):
+        self.args, self.socks, self.cli = args, socks, cli  # cli: parser() and main()
         self.busy: set[int] = set()
         self.waiting: collections.deque = collections.deque()  # (conn, kernel, errors, fd, pidfd)
         self.reading: dict[socket.socket, float] = {}  # clients yet to send: -> deadline
@@ -238,8 +241,9 @@ class Service:
                                f"{REQUEST_TIMEOUT:g} s"})
 
     def request(self, conn: socket.socket) -> None:
-        """One control request. An attach is answered here; a core is kept
-        (with the connection, answered once a child owns it)."""
+        """One control request. A command is answered here or by the child
+        that delivers its report; a core is kept (with the connection,
+        answered once a child owns it)."""
         fds: list[int] = []
         try:
             conn.settimeout(REQUEST_TIMEOUT)
@@ -252,9 +256,12 @@ class Service:
                 self.waiting.append((conn, *handed))
                 fds, conn = [], None
                 return
-            if message.get("op") != "attach":
+            if message.get("op") != "command":
                 raise HandlerError(f"no such request: {str(message.get('op'))[:40]!r}")
-            answer = self.attach(message, asker)
+            answer = self.command(conn, message, fds, asker)
+            if answer is None:  # a child of ours answers it
+                conn.close()
+                return
         except (OSError, ValueError) as e:
             log(f"a bad request: {e}")
             answer = {"error": "HandlerError", "message": f"a bad request: {e}"}
@@ -265,19 +272,28 @@ class Service:
                 os.close(fd)
         self.answer(conn, answer)
 
-    def attach(self, message: dict, asker) -> dict:
+    def command(self, conn: socket.socket, message: dict, fds: list[int], asker) -> dict | None:
+        """A client's `attach`: the report made here, with the warm caches
+        (one at a time), then delivered by a child that becomes the client
+        and answers it (None); or the answer to send."""
+        args, answer = clients.command_args(message, fds, self.cli.parser)
+        if args is None:
+            return answer
         s = self.args.service
         try:
-            report = clients.take_attach(message, asker, self.args.outlet, s["cache_images"])
-        except CollectorError:
-            raise
+            report = clients.take_attach(args, asker, self.args.outlet, s["cache_images"])
+        except CollectorError as e:
+            return {"exit": e.exit_code, "stderr": f"collector: {e}\n"}
         except Exception as e:  # a bug in us: the client does the work itself
             log(f"attach failed: internal error: {type(e).__name__}: {e}")
-            return {"failed": f"{type(e).__name__}: {e}"}
-        if _rss() > s["cache_memory"]:
-            self.args.outlet.images.begin(self.args.outlet.images.held // 2)
-        log(f"pid {message['pid']}: report for pid {asker.pid} (uid {asker.uid})")
-        return {"report": report}
+            return {"local": True}
+        finally:
+            if _rss() > s["cache_memory"]:
+                self.args.outlet.images.begin(self.args.outlet.images.held // 2)
+        log(f"pid {args.pid}: report for pid {asker.pid} (uid {asker.uid})")
+        self.fork(lambda: _deliver(conn, asker, message, fds, report, self.cli.main),
+                  keep=(conn.fileno(), *fds))
+        return None
 
     @staticmethod
     def answer(conn: socket.socket | None, answer: dict) -> None:
@@ -299,16 +315,19 @@ class Service:
                 os.close(own)
         self.answer(conn, {"taken": True})
 
-    def fork(self, work, *private: int) -> None:
+    def fork(self, work, *private: int, keep: tuple[int, ...] = ()) -> None:
         """Run `work` in a child, which closes the fds that are the parent's
-        (`private` and the sockets, the waiting cores but its own)."""
+        (`private` and the sockets, the waiting cores but those it `keep`s)."""
         others = [x for conn, _, _, fd, pidfd in self.waiting for x in (conn.fileno(), fd, pidfd)]
         others += [conn.fileno() for conn in self.reading]
+        close = [fd for fd in (*private, *(s.fileno() for s in self.socks.values()), *others)
+                 if fd not in keep]
+        sys.stdout.flush()  # nothing of ours may reach a client's stdout
         child = os.fork()
         if child == 0:
-            _child(work, [*private, *(s.fileno() for s in self.socks.values()), *others])
+            _child(work, close)
         self.busy.add(child)
-        log(f"handling a core ({len(self.busy)} busy)")
+        log(f"handling {'a client' if keep else 'a core'} ({len(self.busy)} busy)")
 
     def reap(self, block: bool = False) -> None:
         while self.busy:
@@ -323,12 +342,13 @@ class Service:
             block = False
 
 
-def serve(args) -> None:
+def serve(args, cli) -> None:
     ctl = args.control if args.control is not None else (os.environ.get(control.ENV)
                                                           or control.DEFAULT)
     socks = listeners(args.socket, ctl)
-    service = Service(args, socks)
+    service = Service(args, socks, cli)
     preload()  # once, for every handler and worker forked from here
+    clients.preload()
 
     def stop(signum, frame):
         raise Shutdown()
@@ -354,9 +374,33 @@ def serve(args) -> None:
             service.reap(block=True)
 
 
+def _deliver(conn: socket.socket, asker, message: dict, fds: list[int], report: dict,
+             main) -> None:
+    """The child that delivers a client's report as the client and tells
+    it the exit status; one that cannot become the client tells it to do
+    the work itself."""
+    t0, own = time.monotonic(), os.dup(2)
+    try:
+        code = clients.deliver_as(asker, message, fds, report, main)
+    except OSError as e:
+        log(f"cannot act as pid {asker.pid} (uid {asker.uid}): {e}")
+        answer = {"local": True}
+    else:
+        answer = {"exit": code}
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+    Service.answer(conn, answer)
+    os.dup2(own, 2)  # the log goes to the service's stderr, not the client's
+    log(f"delivered for pid {asker.pid} in {(time.monotonic() - t0) * 1000:.1f} ms: {answer}")
+
+
 def _child(work, close: list[int | None]) -> None:
     """Run `work` and exit, never returning into the server loop."""
     code = 0
+    gc.disable()  # a collection would touch, and so copy, every page of the parent's objects
     try:
         signal.set_wakeup_fd(-1)
         for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):

@@ -30,13 +30,13 @@ from .test_core_socket import kernel_has_socket_mode, socket_activate
 # the process becomes nobody before it connects (SO_PEERCRED says who
 # connected, not who started).
 NOBODY_CLIENT = f"""
-import os, sys
-import collector.cli, collector.commands.attach, collector.targets.live, collector.logging, structlog
-import collector.delivery.deliver, collector.delivery.sinks.stdout, sqlite3, tomllib
+import os, signal, sys
+import collector.__main__, collector.service.control, collector.service.pipe
 os.setgroups([])
 os.setresgid({NOBODY}, {NOBODY}, {NOBODY})
 os.setresuid({NOBODY}, {NOBODY}, {NOBODY})
-sys.exit(collector.cli.main(sys.argv[1:]))
+os.umask(0o027)
+sys.exit(collector.__main__.main())
 """
 
 
@@ -100,6 +100,14 @@ def test_attach_through_the_service(builder, spawn, service, collector):
     # the text format is the client's: printed as in-process
     text = collector("attach", "--format", "text", t.pid)
     assert text.rc == 0 and f"PID {t.pid}" in text.stdout, str(text)
+    # what the service says of a command line is said as in-process: exit status and one line
+    gone = run_command(collector_argv("attach", "999999"))
+    assert gone.rc == 3 and gone.stderr == "collector: no process with pid 999999\n", str(gone)
+    bad = run_command(collector_argv("attach", "--bogus", t.pid))
+    assert bad.rc == 2 and "unrecognized arguments: --bogus" in bad.stderr, str(bad)
+    long = collector("attach", "--stop-timeout", "11", t.pid)  # would hold the service: done here
+    assert long.rc == 0 and "service" not in long.report["timings"], str(long)
+    assert len(re.findall(r"report for pid", serving.text())) == 3, serving.text()
 
 
 def test_a_client_may_ask_only_for_what_it_could_trace(builder, spawn, service, world_dir):
@@ -122,6 +130,14 @@ def test_a_client_may_ask_only_for_what_it_could_trace(builder, spawn, service, 
     assert allowed.report["process"]["pid"] == nobodys.pid
     assert f"pid {nobodys.pid}: report for pid" in serving.text()
     assert f"pid {roots.pid}: report" not in serving.text()
+    # delivered as the client, as its user: into its own store
+    own = world_dir / "own"
+    own.mkdir()
+    os.chown(own, NOBODY, NOBODY)
+    kept = run_command([*client, "--set", f'collector.state_dir="{own}/state"', str(nobodys.pid)])
+    assert kept.rc == 0 and kept.report["timings"].get("service") is True, str(kept)
+    db = own / "state" / "reports.db"
+    assert db.stat().st_uid == NOBODY and db.stat().st_mode & 0o777 == 0o600
 
 
 def test_attach_without_a_service(builder, spawn, tmp_path):
@@ -188,8 +204,8 @@ def test_the_service_outlives_bad_clients(builder, spawn, service):
     finally:
         os.close(r)
         os.close(w)
-    assert b"UsageError" in talk(message({"op": "attach", "pid": t.pid,
-                                          "options": {"stop_timeout": 1e9}}))
+    assert b"not a list of strings" in talk(message({"op": "command", "argv": [t.pid],
+                                                     "env": {}, "umask": 0}))
     ok = run_command(collector_argv("attach", t.pid),
                      env=dict(collector_env(), COLLECTOR_CONTROL=str(where)))
     assert ok.rc == 0 and ok.report["timings"].get("service") is True, serving.text()

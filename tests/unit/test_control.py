@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from collector import errors
+from collector import cli, errors
 from collector.service import clients, control
 
 
@@ -55,15 +55,27 @@ def test_what_is_not_a_message_is_refused(raw, why):
         b.close()
 
 
-def test_options_are_checked():
-    assert clients.options({})["stop_timeout"] == 2.0
-    assert clients.options({"max_frames": None, "freeze": True})["freeze"] is True
-    for bad in ({"stack_window": True}, {"stack_window": 1.5}, {"stop_timeout": 11},
-                {"symbolize_budget": -1}, {"max_frames": 0}, {"max_frames": "9"}):
+def command(argv, env=None, umask=0o022, fds=(1, 2, 3)):
+    return clients.command_args({"argv": argv, "env": {} if env is None else env,
+                                 "umask": umask}, list(fds), cli.parser)
+
+
+def test_a_command_line_is_checked_and_parsed():
+    args, answer = command(["attach", "--freeze", "42"])
+    assert answer is None and args.pid == 42 and args.freeze is True
+    for local in (["attach", "--no-service", "42"], ["attach", "--stop-timeout", "11", "42"],
+                  ["attach", "--symbolize-budget", "31", "42"], ["list"]):
+        assert command(local) == (None, {"local": True}), local
+    args, answer = command(["attach", "--bogus", "42"])
+    assert args is None and answer["exit"] == 2 and "--bogus" in answer["stderr"]
+    args, answer = command(["attach", "--help"])
+    assert args is None and answer["exit"] == 0 and "usage: collector attach" in answer["stdout"]
+    for bad in ({"argv": [42]}, {"argv": "attach 42"}, {"argv": ["x"] * 257},
+                {"env": {"A": 1}}, {"env": []}, {"umask": 0o1000}, {"umask": True},
+                {"fds": (1, 2)}):
+        given = {"argv": ["attach", "42"], "env": None, "umask": 0o022, "fds": (1, 2, 3), **bad}
         with pytest.raises(errors.UsageError):
-            clients.options(bad)
-    with pytest.raises(errors.UsageError):
-        clients.options([])
+            command(**given)
 
 
 def test_who_may_ask_for_what():
