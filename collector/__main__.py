@@ -13,9 +13,11 @@ def main() -> int:
             argv = sys.argv[1:]
             if suppressed(argv):  # pipe mode, decided before anything heavy is loaded
                 return 0
-            if "attach" in argv and "--no-service" not in argv:
+            from .service import control_path
+            where = control_path() if "attach" in argv and "--no-service" not in argv else None
+            if where is not None:
                 from .service.control import forward
-                code = forward(argv)  # the service's warm caches, when it runs
+                code = forward(where, argv)  # the service's warm caches
                 if code is not None:
                     return code
             from .cli import main as cli_main

@@ -3,7 +3,9 @@ that turns errors into exit codes.
 
 Each command is a module of commands/ with `register(subparsers)` that sets
 `func` (args -> report dict, or None when there is nothing more to report)
-on its parser; a report it returns leaves through the outlet. A command
+on its parser, and may set `first` (args -> None), run before the
+configuration is read: attach stops its target as soon after exec as it
+can. A report `func` returns leaves through the outlet. A command
 that has its report before its work is done (run, watch, attach) hands it
 to `args.outlet.keep` at once, so that a failure after that still sends it.
 """
@@ -43,8 +45,8 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def configure(args) -> None:
-    """Read the configuration and set up logging and the outlet (before any
-    target is touched, so that a bad file stops us early)."""
+    """Read the configuration and set up logging and the outlet: before any
+    work but a command's `first` step, so that a bad file stops us early."""
     from . import logging
     from .delivery.outlet import Outlet
     cfg = config.load(args.config, tuple(args.set))
@@ -76,6 +78,9 @@ def main(argv: list[str] | None = None, report: dict | None = None) -> int:
     std_streams()
     args = parser(argv).parse_args(argv)
     try:
+        first = getattr(args, "first", None)  # a capture that must not wait for the rest
+        if first is not None and report is None:
+            first(args)
         configure(args)
         if report is None:
             report = command(args)

@@ -1,7 +1,7 @@
 """`collector serve`: the resident crash service (service/serve.py)."""
 from __future__ import annotations
 
-from ..service.control import DEFAULT, ENV
+from ..service import CONTROL, CONTROL_ENV
 from ..service import serve as service
 from .options import add_stream_options, add_unwind_options, command_parser, positive
 
@@ -18,7 +18,7 @@ def register(sub) -> None:
     s.add_argument("--socket", metavar="PATH", help="where the kernel's cores arrive "
                    "(none: no core socket; not needed under systemd)")
     s.add_argument("--control", metavar="PATH",
-                   help=f"the control socket (default ${ENV}, else {DEFAULT}; '' for none)")
+                   help=f"the control socket (default ${CONTROL_ENV}, else {CONTROL}; '' for none)")
     s.add_argument("--jobs", type=positive, default=2, metavar="N",
                    help="cores handled at the same time at most (default 2)")
     add_unwind_options(s)

@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 
 from .. import errors
-from ..attach import attach
+from ..attach import build, capture
 from ..targets import live, procfs
 from . import control
 
@@ -133,8 +133,8 @@ def take_attach(args, asker: Peer, outlet, keep_images: int) -> dict:
     if why:
         raise errors.NotPermitted(f"uid {asker.uid} may not trace pid {args.pid}: {why}")
     outlet.images.begin(keep_images)
-    report = attach(args.pid, stack_window=args.stack_window, stop_timeout=args.stop_timeout,
-                    freeze=args.freeze, max_frames=args.max_frames, outlet=outlet)
+    taken = capture(args.pid, args.stack_window, args.stop_timeout, args.freeze)
+    report = build(taken, args.max_frames, outlet.images)
     report["timings"]["service"] = True
     outlet.symbolize(report, args.symbolize_budget)
     return report

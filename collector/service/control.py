@@ -22,11 +22,9 @@ import array
 import json
 import os
 import socket
-import stat
 import struct
 
-DEFAULT = "/run/collector/control.sock"
-ENV = "COLLECTOR_CONTROL"
+from . import control_path
 HEADER = struct.Struct("!I")
 MAX_REQUEST = 64 << 10
 MAX_ANSWER = 256 << 20
@@ -41,17 +39,6 @@ MAX_BUDGET = 30.0
 
 class Unavailable(Exception):
     """No service answers there: the caller does the work itself."""
-
-
-def path() -> str | None:
-    """The control socket to use: $COLLECTOR_CONTROL if set (an empty value
-    or a path with no socket means none), else the default one if it exists."""
-    named = os.environ.get(ENV)
-    where = DEFAULT if named is None else named
-    try:
-        return where if where and stat.S_ISSOCK(os.stat(where).st_mode) else None
-    except OSError:
-        return None
 
 
 def send(sock: socket.socket, message: dict, fds: tuple[int, ...] = ()) -> None:
@@ -137,13 +124,10 @@ def ask(where: str, message: dict, fds: tuple[int, ...] = (), timeout: float | N
         sock.close()
 
 
-def forward(argv: list[str]) -> int | None:
-    """This command line's exit status, run by the service with this
-    process's stdout, stderr, working directory, environment and umask;
-    None when there is no service or it says to do it here."""
-    where = path()
-    if where is None:
-        return None
+def forward(where: str, argv: list[str]) -> int | None:
+    """This command line's exit status, run by the service at `where` with
+    this process's stdout, stderr, working directory, environment and
+    umask; None when no service answers or it says to do it here."""
     mask = os.umask(0o077)
     os.umask(mask)
     try:
@@ -178,7 +162,7 @@ def hand_off(kernel: dict, errors: list[str]) -> bool:
     """The pipe handler's core (stdin) and the kernel's pidfd, handed to the
     service; True once a child of the service owns them. No answer (no
     service, or it died first) leaves the core unread, to the handler."""
-    where = path()
+    where = control_path()
     if where is None:
         return False
     pidfd = kernel.get("F")

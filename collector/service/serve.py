@@ -31,7 +31,7 @@ import time
 
 from ..errors import CollectorError, HandlerError
 from ..targets import procfs
-from . import clients, control, pipe, request
+from . import CONTROL, CONTROL_ENV, clients, control, pipe, request
 from .kernel import handle_kernel_core, preload
 
 SO_PEERPIDFD = 77           # Linux 6.5+, not in Python's socket module
@@ -343,8 +343,8 @@ class Service:
 
 
 def serve(args, cli) -> None:
-    ctl = args.control if args.control is not None else (os.environ.get(control.ENV)
-                                                          or control.DEFAULT)
+    ctl = args.control if args.control is not None else (os.environ.get(CONTROL_ENV)
+                                                          or CONTROL)
     socks = listeners(args.socket, ctl)
     service = Service(args, socks, cli)
     preload()  # once, for every handler and worker forked from here
