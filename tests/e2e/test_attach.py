@@ -9,6 +9,7 @@ hard-coded; addresses are checked against what /proc and the ELF files say.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from .helpers import (assert_chain, assert_frame_invariants, assert_thread_order, build_id,
                       cross_check_eu_stack, debug_file_for, fmt_thread, have_eu_stack, load_bias,
                       names, norm, physical, same_function, same_path, section_ranges,
-                      proc_state, thread_by_tid, threads_by_name)
+                      proc_state, run_command, thread_by_tid, threads_by_name)
 from elftools.elf.elffile import ELFFile
 
 CHAIN = ["park", "c", "b", "a"]
@@ -158,6 +159,41 @@ def test_chain_single_thread(builder, spawn, collector):
     assert_chain(main, CHAIN + ["main"])
     if have_eu_stack():
         cross_check_eu_stack(report, t.pid)
+
+
+# Run as `collector attach` is, with the first PTRACE_SEIZE noting which
+# modules are loaded by then (ptrace_func is imported first so that it can
+# be watched: it is on the way to the first stop anyway).
+FIRST_STOP_WATCH = """
+import sys
+from collector.targets import ptrace_func
+real, seen = ptrace_func.ptrace, []
+def watched(request, *args):
+    if request == 0x4206 and not seen:
+        seen.append(sorted(sys.modules))
+        print(" ".join(seen[0]), file=sys.stderr)
+    return real(request, *args)
+ptrace_func.ptrace = watched
+from collector.__main__ import main
+sys.exit(main())
+"""
+HEAVY = ("dataclasses", "inspect", "typing", "json", "socket", "sqlite3", "tomllib", "psutil",
+         "elftools", "structlog", "collector.delivery.deliver", "collector.logging",
+         "unwinder.modules", "unwinder.walk", "unwinder.cfi", "collector.collect")
+
+
+def test_nothing_heavy_is_loaded_before_the_first_stop(builder, spawn):
+    """The first thread is stopped before the engine, the configuration,
+    delivery, json or any third-party module is imported (issue 13's cold
+    start diet); the report is still whole."""
+    t = spawn(builder.build("depth.c"))
+    r = run_command([sys.executable, "-c", FIRST_STOP_WATCH, "attach", "--no-service",
+                     str(t.pid)])
+    assert r.rc == 0, str(r)
+    loaded = set(r.stderr.split())
+    assert "collector.targets.live" in loaded, r.stderr
+    assert sorted(m for m in loaded if m in HEAVY or m.split(".")[0] in HEAVY) == []
+    assert len(r.report["threads"]) == 17 and all(th["frames"] for th in r.report["threads"])
 
 
 def test_sixteen_threads_at_different_depths(builder, spawn, collector):
