@@ -14,7 +14,6 @@ from . import DEFAULT_KEEP, DEFAULT_STACK_WINDOW, GUARD_GAP, RED_ZONE
 from .corefile import AT_SYSINFO_EHDR, PF_W, PF_X, SMALL_CODE, CoreError, CoreSpace, Layout, read_layout
 from .locate import PAGE, Where
 from .reader import Stalled, Stream
-from .vmread import merge_spans
 
 PYTHON = re.compile(r"/(lib)?python\d\.\d+[^/]*$")  # python3.12, libpython3.12.so.1.0
 
@@ -26,6 +25,7 @@ def wanted_ranges(layout: Layout, stack_window: int,
     threads' stacks sharing what is left, the ELF header pages of files
     holding code, then small anonymous code, then for a CPython process its
     writable memory (for its Python frames)."""
+    from .vmread import merge_spans  # here: vmread loads ctypes, which a core file never needs
     spans: list[tuple[int, int]] = []
     left = keep
 
