@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import bisect
 import re
-from dataclasses import dataclass
 
 from unwinder.regs import NUMBERS
 
@@ -77,13 +76,13 @@ def wanted_ranges(layout: Layout, stack_window: int,
     return merge_spans(spans), errors
 
 
-@dataclass
 class Streamed:
-    space: CoreSpace | None
-    layout: Layout | None
-    bytes_read: int
-    bytes_kept: int
-    errors: list[str]
+    __slots__ = ("space", "layout", "bytes_read", "bytes_kept", "errors")
+
+    def __init__(self, space: CoreSpace | None, layout: Layout | None, bytes_read: int,
+                 bytes_kept: int, errors: list[str]):
+        self.space, self.layout, self.errors = space, layout, errors
+        self.bytes_read, self.bytes_kept = bytes_read, bytes_kept
 
 
 def stream(fd: int, stack_window: int = DEFAULT_STACK_WINDOW, keep: int = DEFAULT_KEEP,
