@@ -5,46 +5,55 @@ from __future__ import annotations
 import os
 import time
 
-from unwinder.debuginfo import DEBUG_DIRS_ENV, debug_dirs
-
-from ..collect import from_core_file
-from ..debuginfod import Debuginfod
 from ..errors import UsageError
-from ..service import control, pipe
-from ..service.kernel import handle_kernel_core
+from ..service import pipe
 from ..service.pipe import KERNEL_ARGS, kernel_args
-from ..targets.locate import Where
 from .options import add_stream_options, add_unwind_options, command_parser
 
 
 def core(args) -> dict | None:
-    away = args.exe or args.sysroot or args.debug_dir
     if args.from_kernel:
-        if away:
-            raise UsageError("--exe, --sysroot and --debug-dir are for a core file")
-        kernel, errors = kernel_args(args.file_or_specs)
-        # the first step (service/pipe.py) ran before the command was loaded, or runs now
-        if pipe.taken is None and control.hand_off(kernel, errors):
-            return None  # the service reports it
-        decision, head = pipe.taken or pipe.look(0, args.outlet.config, args.idle_timeout)
-        if decision is not None and not decision.admitted:
-            pipe.drop(decision, args.outlet.config["log"], args.log_level)
-            return None
-        args.outlet.emit(handle_kernel_core(0, kernel, errors, args, head=head),
-                         symbolize=False, early=decision)
-        return None
+        return from_kernel(args)
     if len(args.file_or_specs) != 1:
         raise UsageError("give one core file (or --from-kernel with core_pattern specifiers)")
+    from unwinder.debuginfo import DEBUG_DIRS_ENV, debug_dirs
+
+    from ..collect import from_core_file
+    from ..targets.locate import Where
     if args.debug_dir:  # debug files are looked for there too, as symbolization does
         os.environ[DEBUG_DIRS_ENV] = ":".join([*args.debug_dir, *debug_dirs()])
     budget = args.symbolize_budget
-    fetcher = Debuginfod.from_env(time.monotonic() + budget) if budget > 0 else None
+    fetcher = None
+    if budget > 0:  # with no budget, no debuginfod client is even imported
+        from ..debuginfod import Debuginfod
+        fetcher = Debuginfod.from_env(time.monotonic() + budget)
     where = Where(exe=args.exe, sysroot=args.sysroot,
                   fetch=fetcher.executable if fetcher else None)
     report = from_core_file(args.file_or_specs[0], args.max_frames, args.outlet.images, where)
     if fetcher is not None:
         report["errors"] += [e for e in fetcher.errors if e not in report["errors"]]
     return report
+
+
+def from_kernel(args) -> None:
+    """Pipe mode: the service, the pipe handler's early decision (storm
+    control), or the report made here. Its modules are imported only here:
+    a core file needs none of them."""
+    if args.exe or args.sysroot or args.debug_dir:
+        raise UsageError("--exe, --sysroot and --debug-dir are for a core file")
+    from ..service import control
+    from ..service.kernel import handle_kernel_core
+    kernel, errors = kernel_args(args.file_or_specs)
+    # the first step (service/pipe.py) ran before the command was loaded, or runs now
+    if pipe.taken is None and control.hand_off(kernel, errors):
+        return None  # the service reports it
+    decision, head = pipe.taken or pipe.look(0, args.outlet.config, args.idle_timeout)
+    if decision is not None and not decision.admitted:
+        pipe.drop(decision, args.outlet.config["log"], args.log_level)
+        return None
+    args.outlet.emit(handle_kernel_core(0, kernel, errors, args, head=head),
+                     symbolize=False, early=decision)
+    return None
 
 
 def register(sub) -> None:

@@ -5,7 +5,6 @@ nothing is unpacked to disk."""
 from __future__ import annotations
 
 import os
-import threading
 
 # magic -> kind; the decompressor modules are imported only for such a core
 MAGIC = {b"\x28\xb5\x2f\xfd": "zstd", b"\xfd7zXZ\x00": "xz", b"\x04\x22\x4d\x18": "lz4"}
@@ -34,6 +33,7 @@ class Decompressing:
     `errors` is filled by the thread; read it after `close()`."""
 
     def __init__(self, path_fd: int, kind: str):
+        import threading  # here: an uncompressed core never needs it
         self.kind = kind
         self.errors: list[str] = []
         self.fd, self._w = os.pipe2(os.O_CLOEXEC)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import os
-from dataclasses import dataclass, field
 
 from unwinder.elf import Segment
 from unwinder.files import open_regular
@@ -28,25 +27,33 @@ MAX_THREADS = 16384
 SMALL_CODE = 1 << 20        # anonymous executable segments kept up to this size (JIT code)
 
 
-@dataclass
 class Notes:
-    threads: list[tuple[int, dict[int, int]]] = field(default_factory=list)  # dumping thread first
-    psinfo: dict | None = None
-    siginfo: dict | None = None
-    auxv: dict[int, int] = field(default_factory=dict)
-    # mapping start -> (end, file offset, path)
-    files: dict[int, tuple[int, int, str]] = field(default_factory=dict)
+    """What the notes say. (Plain classes here, not dataclasses: making a
+    dataclass costs about a millisecond at import, as much as reading the
+    notes of a core.)"""
+    __slots__ = ("threads", "psinfo", "siginfo", "auxv", "files")
+
+    def __init__(self, threads: list[tuple[int, dict[int, int]]] | None = None,
+                 psinfo: dict | None = None, siginfo: dict | None = None,
+                 auxv: dict[int, int] | None = None,
+                 files: dict[int, tuple[int, int, str]] | None = None):
+        self.threads = [] if threads is None else threads  # dumping thread first
+        self.psinfo = psinfo
+        self.siginfo = siginfo
+        self.auxv = {} if auxv is None else auxv
+        self.files = {} if files is None else files  # mapping start -> (end, file offset, path)
 
 
-@dataclass
 class Layout:
-    loads: list[Segment]            # sorted by address
-    notes: Notes
-    size: int                       # where the last dumped byte ends
-    errors: list[str] = field(default_factory=list)
+    __slots__ = ("loads", "notes", "size", "errors", "_starts")
 
-    def __post_init__(self):
-        self._starts = [s.vaddr for s in self.loads]
+    def __init__(self, loads: list[Segment], notes: Notes, size: int,
+                 errors: list[str] | None = None):
+        self.loads = loads              # sorted by address
+        self.notes = notes
+        self.size = size                # where the last dumped byte ends
+        self.errors = [] if errors is None else errors
+        self._starts = [s.vaddr for s in loads]
 
     def is_code(self, addr: int) -> bool:
         seg = self.segment_at(addr)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import bisect
 import re
-from dataclasses import dataclass
 
 from unwinder.regs import NUMBERS
 
@@ -14,7 +13,6 @@ from . import DEFAULT_KEEP, DEFAULT_STACK_WINDOW, GUARD_GAP, RED_ZONE
 from .corefile import AT_SYSINFO_EHDR, PF_W, PF_X, SMALL_CODE, CoreError, CoreSpace, Layout, read_layout
 from .locate import PAGE, Where
 from .reader import Stalled, Stream
-from .vmread import merge_spans
 
 PYTHON = re.compile(r"/(lib)?python\d\.\d+[^/]*$")  # python3.12, libpython3.12.so.1.0
 
@@ -26,6 +24,7 @@ def wanted_ranges(layout: Layout, stack_window: int,
     threads' stacks sharing what is left, the ELF header pages of files
     holding code, then small anonymous code, then for a CPython process its
     writable memory (for its Python frames)."""
+    from .vmread import merge_spans  # here: vmread loads ctypes, which a core file never needs
     spans: list[tuple[int, int]] = []
     left = keep
 
@@ -77,13 +76,13 @@ def wanted_ranges(layout: Layout, stack_window: int,
     return merge_spans(spans), errors
 
 
-@dataclass
 class Streamed:
-    space: CoreSpace | None
-    layout: Layout | None
-    bytes_read: int
-    bytes_kept: int
-    errors: list[str]
+    __slots__ = ("space", "layout", "bytes_read", "bytes_kept", "errors")
+
+    def __init__(self, space: CoreSpace | None, layout: Layout | None, bytes_read: int,
+                 bytes_kept: int, errors: list[str]):
+        self.space, self.layout, self.errors = space, layout, errors
+        self.bytes_read, self.bytes_kept = bytes_read, bytes_kept
 
 
 def stream(fd: int, stack_window: int = DEFAULT_STACK_WINDOW, keep: int = DEFAULT_KEEP,
