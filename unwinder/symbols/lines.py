@@ -46,8 +46,9 @@ class DwarfLines:
 
     def __init__(self, elf: ElfFile):
         """Raises ElfError only: nothing is decoded before `locate`."""
+        self.elf = elf
         self._dwarf = Dwarf(elf)
-        self._aranges = _aranges(elf)
+        self._aranges: tuple | None | bool = False
         self._unit_ranges: list[tuple[int, int, int]] | None = None
         self._rows: dict[int, tuple[list[int], list[tuple]]] = {}
         self._headers: dict[int, LineHeader | None] = {}
@@ -92,6 +93,8 @@ class DwarfLines:
         return out
 
     def _unit_at(self, addr: int) -> Unit | None:
+        if self._aranges is False:
+            self._aranges = _aranges(self.elf)
         if self._aranges:
             starts, rows = self._aranges
             i = bisect.bisect_right(starts, addr) - 1
