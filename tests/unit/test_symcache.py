@@ -9,23 +9,16 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from test_lines import FIXTURES, instructions, run
 
 from collector import symcache
 from collector.symbolize import symbolize
 from unwinder.symbols.lines import DwarfLines
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
-
-
-def run(*argv) -> str:
-    r = subprocess.run([str(a) for a in argv], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    return r.stdout
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +35,7 @@ def build_id(path: Path) -> str:
 def report_for(path: Path) -> dict:
     """One thread per instruction of the fixture's functions (frame 0: the
     pc itself is looked up), inlined calls among them."""
-    text = run("objdump", "-d", "--no-show-raw-insn", path)
-    addrs, ours = [], False
-    for line in text.splitlines():
-        if m := re.match(r"[0-9a-f]+ <(\w+)>:", line):
-            ours = m.group(1) in ("main", "outer", "leaf")
-        elif ours and (m := re.match(r"\s+([0-9a-f]+):", line)):
-            addrs.append(int(m.group(1), 16))
+    addrs = instructions(path)
     bid = build_id(path)
     return {"threads": [{"tid": i, "frames": [{"index": 0, "pc": a, "rel_pc": a, "module": str(path),
                                               "build_id": bid, "method": "context"}]}

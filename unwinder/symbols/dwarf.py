@@ -47,18 +47,18 @@ ATTRS = {0x01: "DW_AT_sibling", 0x03: "DW_AT_name", 0x10: "DW_AT_stmt_list",
          0x57: "DW_AT_call_column", 0x58: "DW_AT_call_file", 0x59: "DW_AT_call_line",
          0x6e: "DW_AT_linkage_name", 0x72: "DW_AT_str_offsets_base", 0x73: "DW_AT_addr_base",
          0x74: "DW_AT_rnglists_base", 0x2007: "DW_AT_MIPS_linkage_name"}
-_SIZED = {"DW_FORM_data1": 1, "DW_FORM_data2": 2, "DW_FORM_data4": 4, "DW_FORM_data8": 8,
+SIZED = {"DW_FORM_data1": 1, "DW_FORM_data2": 2, "DW_FORM_data4": 4, "DW_FORM_data8": 8,
           "DW_FORM_data16": 16, "DW_FORM_flag": 1, "DW_FORM_ref1": 1, "DW_FORM_ref2": 2,
           "DW_FORM_ref4": 4, "DW_FORM_ref8": 8, "DW_FORM_ref_sig8": 8, "DW_FORM_ref_sup4": 4,
           "DW_FORM_ref_sup8": 8, "DW_FORM_strx1": 1, "DW_FORM_strx2": 2, "DW_FORM_strx3": 3,
           "DW_FORM_strx4": 4, "DW_FORM_addrx1": 1, "DW_FORM_addrx2": 2, "DW_FORM_addrx3": 3,
           "DW_FORM_addrx4": 4, "DW_FORM_addr": 8}
-_OFFSETS = {"DW_FORM_strp", "DW_FORM_line_strp", "DW_FORM_sec_offset", "DW_FORM_ref_addr",
+OFFSETS = {"DW_FORM_strp", "DW_FORM_line_strp", "DW_FORM_sec_offset", "DW_FORM_ref_addr",
             "DW_FORM_GNU_ref_alt", "DW_FORM_GNU_strp_alt", "DW_FORM_strp_sup"}
-_ULEBS = {"DW_FORM_udata", "DW_FORM_ref_udata", "DW_FORM_strx", "DW_FORM_addrx",
+ULEBS = {"DW_FORM_udata", "DW_FORM_ref_udata", "DW_FORM_strx", "DW_FORM_addrx",
           "DW_FORM_loclistx", "DW_FORM_rnglistx", "DW_FORM_GNU_addr_index",
           "DW_FORM_GNU_str_index"}
-_BLOCKS = {"DW_FORM_block1": 1, "DW_FORM_block2": 2, "DW_FORM_block4": 4}
+BLOCKS = {"DW_FORM_block1": 1, "DW_FORM_block2": 2, "DW_FORM_block4": 4}
 STRX = {"DW_FORM_strx", "DW_FORM_strx1", "DW_FORM_strx2", "DW_FORM_strx3", "DW_FORM_strx4",
         "DW_FORM_GNU_str_index"}
 ADDRX = {"DW_FORM_addrx", "DW_FORM_addrx1", "DW_FORM_addrx2", "DW_FORM_addrx3",
@@ -336,12 +336,12 @@ class Dwarf:
 
     def read(self, unit: Unit, form, data, pos: int) -> tuple:
         """(raw value, position after it) of one attribute."""
-        size = _SIZED.get(form)
+        size = SIZED.get(form)
         if size is not None:
             return int.from_bytes(data[pos:pos + size], "little"), pos + size
-        if form in _OFFSETS:
+        if form in OFFSETS:
             return _offset(data, pos, unit.offset_size), pos + unit.offset_size
-        if form in _ULEBS:
+        if form in ULEBS:
             return uleb(data, pos)
         if form == "DW_FORM_sdata":
             return sleb(data, pos)
@@ -350,8 +350,8 @@ class Dwarf:
         if form == "DW_FORM_string":
             end = data.index(b"\0", pos)
             return bytes(data[pos:end]).decode("utf-8", "replace"), end + 1
-        if form in _BLOCKS:
-            n = _BLOCKS[form]
+        if form in BLOCKS:
+            n = BLOCKS[form]
             return None, pos + n + int.from_bytes(data[pos:pos + n], "little")
         if form in ("DW_FORM_block", "DW_FORM_exprloc"):
             length, pos = uleb(data, pos)

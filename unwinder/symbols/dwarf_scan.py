@@ -14,22 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..leb128 import uleb
-from .dwarf import FORMS
+from .dwarf import BLOCKS, FORMS, OFFSETS, SIZED, ULEBS, UNIT_REFS
 
-_FIXED = {"DW_FORM_addr": 8, "DW_FORM_data1": 1, "DW_FORM_ref1": 1, "DW_FORM_flag": 1,
-          "DW_FORM_strx1": 1, "DW_FORM_addrx1": 1, "DW_FORM_data2": 2, "DW_FORM_ref2": 2,
-          "DW_FORM_strx2": 2, "DW_FORM_addrx2": 2, "DW_FORM_strx3": 3, "DW_FORM_addrx3": 3,
-          "DW_FORM_data4": 4, "DW_FORM_ref4": 4, "DW_FORM_strx4": 4, "DW_FORM_addrx4": 4,
-          "DW_FORM_ref_sup4": 4, "DW_FORM_data8": 8, "DW_FORM_ref8": 8, "DW_FORM_ref_sig8": 8,
-          "DW_FORM_ref_sup8": 8, "DW_FORM_data16": 16, "DW_FORM_flag_present": 0,
-          "DW_FORM_implicit_const": 0}
-_OFFSET = {"DW_FORM_strp", "DW_FORM_line_strp", "DW_FORM_sec_offset", "DW_FORM_ref_addr",
-           "DW_FORM_GNU_ref_alt", "DW_FORM_GNU_strp_alt", "DW_FORM_strp_sup"}
-_LEB = {"DW_FORM_udata", "DW_FORM_sdata", "DW_FORM_ref_udata", "DW_FORM_strx",
-        "DW_FORM_addrx", "DW_FORM_loclistx", "DW_FORM_rnglistx", "DW_FORM_GNU_addr_index",
-        "DW_FORM_GNU_str_index"}
-_BLOCK_LEN = {"DW_FORM_block1": 1, "DW_FORM_block2": 2, "DW_FORM_block4": 4}
-_CU_REFS = {"DW_FORM_ref1", "DW_FORM_ref2", "DW_FORM_ref4", "DW_FORM_ref8", "DW_FORM_ref_udata"}
+_FIXED = {**SIZED, "DW_FORM_flag_present": 0, "DW_FORM_implicit_const": 0}
+_LEB = ULEBS | {"DW_FORM_sdata"}
 CONTAINERS = {"DW_TAG_namespace", "DW_TAG_class_type", "DW_TAG_structure_type",
               "DW_TAG_union_type"}
 MAX_DEPTH = 64
@@ -123,7 +111,7 @@ class Scanner:
             steps: list = []
             for name, form in specs:
                 size = self.fixed(form)
-                if name == "DW_AT_sibling" and form in _CU_REFS:
+                if name == "DW_AT_sibling" and form in UNIT_REFS:
                     steps.append((form,))
                 elif size is not None and steps and isinstance(steps[-1], int):
                     steps[-1] += size
@@ -135,7 +123,7 @@ class Scanner:
         return cached
 
     def fixed(self, form: str) -> int | None:
-        if form in _OFFSET:
+        if form in OFFSETS:
             return self.offset_size
         return _FIXED.get(form)
 
@@ -194,7 +182,7 @@ class Scanner:
         size = _FIXED.get(form)
         if size is not None:
             return pos + size
-        if form in _OFFSET:
+        if form in OFFSETS:
             return pos + self.offset_size
         if form in _LEB:
             return uleb(self.info, pos)[1]
@@ -203,8 +191,8 @@ class Scanner:
             if end < 0:
                 raise Unsupported("unterminated string")
             return end + 1
-        if form in _BLOCK_LEN:
-            n = _BLOCK_LEN[form]
+        if form in BLOCKS:
+            n = BLOCKS[form]
             return pos + n + int.from_bytes(self.info[pos:pos + n], "little")
         if form in ("DW_FORM_block", "DW_FORM_exprloc"):
             length, pos = uleb(self.info, pos)
