@@ -137,6 +137,26 @@ def test_corrupt_debug_info_raises_line_error_only(tmp_path):
                 pass
 
 
+def test_a_compressed_section_that_does_not_inflate_is_one_error(tmp_path):
+    """Inflated on demand, a broken zlib stream is still said once for the
+    file (as when it was inflated whole), not once per address."""
+    out = tmp_path / "lines"
+    run("gcc", "-O2", "-g", "-gz=zlib", "-I", FIXTURES, FIXTURES / "lines.c", "-o", out)
+    data = bytearray(out.read_bytes())
+    info = ElfFile(bytes(data)).sections[".debug_info"]
+    assert info.flags & 0x800  # SHF_COMPRESSED
+    for i in range(info.offset + 40, info.offset + info.size, 17):
+        data[i] ^= 0x55
+    lines = DwarfLines(ElfFile(bytes(data), str(out)))
+    said = set()
+    for a in instructions(out):
+        try:
+            assert lines.locate(a) == []
+        except LineError as e:
+            said.add(str(e))
+    assert len(said) == 1 and said.pop().startswith(f"DWARF: {out}: .debug_info: Error -3")
+
+
 # ------------------------------------------------ damaged DWARF, property tests
 
 DEBUG_SECTIONS = (".debug_info", ".debug_abbrev", ".debug_line", ".debug_str", ".debug_addr",

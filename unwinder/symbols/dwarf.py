@@ -83,6 +83,7 @@ class Section:
         section = elf.sections.get(name)
         self.present = section is not None and section.type != SHT_NOBITS
         self.data: bytes | bytearray = b""
+        self.name = f"{elf.name}: {name}"
         self._raw = None
         if not self.present:
             return
@@ -92,6 +93,7 @@ class Section:
             if kind == ELFCOMPRESS_ZLIB and size <= MAX_DECOMPRESSED:
                 self._raw = elf.data[section.offset + _CHDR.size:section.offset + section.size]
                 self._size, self._fed, self._z = size, 0, zlib.decompressobj()
+                self._error = None
                 self.data = bytearray()
                 return
         self.data = bytes(elf.contents(section))  # raises ElfError on a bad one
@@ -99,15 +101,19 @@ class Section:
     def need(self, end: int) -> bytes | bytearray:
         """`data`, holding at least its first `end` bytes where the section has them."""
         if self._raw is not None and len(self.data) < end:
-            try:
-                while len(self.data) < end and self._fed < len(self._raw):
-                    chunk = self._raw[self._fed:self._fed + _INFLATE_STEP]
-                    self._fed += len(chunk)
+            while len(self.data) < end and self._fed < len(self._raw):
+                chunk = self._raw[self._fed:self._fed + _INFLATE_STEP]
+                self._fed += len(chunk)
+                try:
                     self.data += self._z.decompress(chunk, self._size - len(self.data) + 1)
                     if len(self.data) > self._size or self._z.unconsumed_tail:
-                        raise ElfError("compressed section larger than its header says")
-            except zlib.error as e:
-                raise ElfError(f"compressed section: {e}") from None
+                        self._error = f"{self.name}: larger than its compression header says"
+                except zlib.error as e:
+                    self._error = f"{self.name}: {e}"
+                if self._error:
+                    self._fed = len(self._raw)  # what was inflated stays readable
+            if len(self.data) < end and self._error:
+                raise ElfError(self._error)
         return self.data
 
     def all(self) -> bytes | bytearray:

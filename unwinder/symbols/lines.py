@@ -67,6 +67,8 @@ class DwarfLines:
             self._found[addr] = []  # a failure is said once per address
             try:
                 found = self._found[addr] = self._locate(addr)
+            except ElfError as e:  # a section that does not inflate: said once for the file
+                raise LineError(f"DWARF: {e}") from None
             except Exception as e:  # the boundary: see the module's docstring
                 raise LineError(f"DWARF at {addr:#x}: {type(e).__name__}: {e}") from None
         return found
