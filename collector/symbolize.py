@@ -146,10 +146,12 @@ class Symbolizer:
         return found, locations
 
     def _cached(self, image: Image) -> tuple | None:
-        """The disk cache's entries for a module with DWARF (None: not cached)."""
+        """The disk cache's entries for a module with DWARF not yet read in
+        this process (None: not cached; a warm process has it in memory)."""
         if id(image) not in self._known:
             known = None
-            if self.store is not None and image.build_id and image.lines is not None:
+            if self.store is not None and image.build_id and image.lines is not None \
+                    and image.lines.fresh:
                 print_ = symcache.fingerprint(image.elf, image.lines.elf)
                 found = self.store.load(image.build_id, print_) or {}
                 known = (image, print_, found, len(found))

@@ -139,3 +139,13 @@ def test_an_expired_budget_still_says_so(binary, tmp_path):
     got = symbolize(copy.deepcopy(report), 1e-9, state_dir=str(tmp_path))
     assert any("time budget" in e for e in got["errors"])
     assert len(got["threads"]) == len(report["threads"])
+
+
+def test_a_warm_process_does_not_read_or_write_it(binary, tmp_path, monkeypatch):
+    from unwinder.modules import ImageCache
+    report = report_for(binary)
+    images = ImageCache()
+    symbolize(copy.deepcopy(report), 60.0, images)  # warm: the unit is in memory
+    monkeypatch.setattr(symcache.SymbolCache, "load", lambda *a: pytest.fail("read"))
+    monkeypatch.setattr(symcache.SymbolCache, "save", lambda *a: pytest.fail("written"))
+    symbolize(copy.deepcopy(report), 60.0, images, state_dir=str(tmp_path))

@@ -57,6 +57,11 @@ class DwarfLines:
         self._scans: dict[int, UnitScan] = {}
         self._found: dict[int, list[Location]] = {}
 
+    @property
+    def fresh(self) -> bool:
+        """Nothing looked up yet: no unit of this file is in memory."""
+        return not self._found
+
     def locate(self, addr: int) -> list[Location]:
         """Innermost first: the inlined functions at a link-time address,
         then the enclosing function at the call site of the outermost
