@@ -7,6 +7,10 @@ debuginfod).
 Inlined frames come out as extra frames with `inlined: true`, innermost
 first, before the physical frame they are part of; the physical frame keeps
 pc, sp, cfa and method, and its file:line is the outermost call site.
+
+With a state directory (the caller's, else systemd's $STATE_DIRECTORY), what
+was found at each address of a module with DWARF is kept on disk by
+build-id (symcache), and a later cold run reads it instead of the DWARF.
 """
 from __future__ import annotations
 
@@ -15,10 +19,12 @@ import time
 
 from unwinder.debuginfo import is_build_id, local_debug_file
 from unwinder.symbols.demangle import demangle
+from unwinder.symbols.lines import LineError
 from unwinder.elf import ElfError
 from unwinder.modules import Image, ImageCache
 from unwinder.walk import symbol_pc
 
+from . import symcache
 from .debuginfod import Debuginfod
 
 _LINE_FIELDS = ("file", "line", "column", "linkage_name")
@@ -28,7 +34,8 @@ class Symbolizer:
     """`cache`: the images the report was unwound with (the same files, even
     where the target's paths do not open here)."""
 
-    def __init__(self, budget: float, cache: ImageCache | None = None):
+    def __init__(self, budget: float, cache: ImageCache | None = None,
+                 state_dir: str | None = None):
         self.start = time.monotonic()
         self.deadline = self.start + budget
         self.budget = budget
@@ -37,6 +44,9 @@ class Symbolizer:
         if self.debuginfod and self.cache.fetch_debug is None:
             self.cache.fetch_debug = self.debuginfod.fetch
         self._images: dict[tuple, Image | None] = {}
+        state_dir = state_dir or symcache.state_dir()
+        self.store = symcache.SymbolCache(state_dir) if state_dir else None
+        self._known: dict[int, tuple | None] = {}  # id(image) -> (image, fingerprint, found, loaded)
         self.errors: list[str] = []
         self.skipped = 0
 
@@ -47,6 +57,7 @@ class Symbolizer:
         for image in self._images.values():
             if image is not None:
                 self.errors += image.errors
+        self._save()
         if self.debuginfod:
             self.errors += self.debuginfod.errors
         if self.skipped:
@@ -92,16 +103,10 @@ class Symbolizer:
         at = rel_pc if exact else rel_pc - 1
         for key in _LINE_FIELDS:
             frame.pop(key, None)
-        found = image.symbols.lookup(at)
+        found, locations = self._resolve(image, at)
         if found:
             name_function(frame, found[0])
             frame["offset"] = found[1] + (rel_pc - at)
-        locations = []
-        if image.lines is not None:
-            try:
-                locations = image.lines.locate(at)
-            except ValueError as e:  # lines.LineError; lines imports pyelftools, so not here
-                image.errors.append(f"{image.path}: {e}")
         if not locations:
             return [frame]
         *inlined, own = locations
@@ -121,6 +126,44 @@ class Symbolizer:
                 frame["offset"] = None
         _place(frame, own)
         return out + [frame]
+
+    def _resolve(self, image: Image, at: int) -> tuple:
+        """(symbol table's (name, offset) or None, DWARF locations) at a
+        link-time address: from the disk cache, else from the files."""
+        known = self._cached(image)
+        if known is not None and at in known[2]:
+            return known[2][at]
+        found = image.symbols.lookup(at)
+        locations = []
+        if image.lines is not None:
+            try:
+                locations = image.lines.locate(at)
+            except LineError as e:
+                image.errors.append(f"{image.path}: {e}")
+                return found, locations
+        if known is not None:
+            known[2][at] = (found, locations)
+        return found, locations
+
+    def _cached(self, image: Image) -> tuple | None:
+        """The disk cache's entries for a module with DWARF not yet read in
+        this process (None: not cached; a warm process has it in memory)."""
+        if id(image) not in self._known:
+            known = None
+            if self.store is not None and image.build_id and image.lines is not None \
+                    and image.lines.fresh:
+                print_ = symcache.fingerprint(image.elf, image.lines.elf)
+                found = self.store.load(image.build_id, print_) or {}
+                known = (image, print_, found, len(found))
+            self._known[id(image)] = known
+        return self._known[id(image)]
+
+    def _save(self) -> None:
+        """Write back what was found anew (not for a module with errors:
+        a cached answer would leave them out)."""
+        for known in self._known.values():
+            if known is not None and len(known[2]) > known[3] and not known[0].errors:
+                self.store.save(known[0].build_id, known[1], known[2])
 
     def image(self, path: str | None, build_id: str | None) -> Image | None:
         """The module's file if it is the same build, else its debug file
@@ -171,5 +214,6 @@ def _place(frame: dict, loc) -> None:
             frame[key] = value
 
 
-def symbolize(report: dict, budget: float, cache: ImageCache | None = None) -> dict:
-    return Symbolizer(budget, cache).report(report)
+def symbolize(report: dict, budget: float, cache: ImageCache | None = None,
+              state_dir: str | None = None) -> dict:
+    return Symbolizer(budget, cache, state_dir).report(report)

@@ -137,6 +137,26 @@ def test_corrupt_debug_info_raises_line_error_only(tmp_path):
                 pass
 
 
+def test_a_compressed_section_that_does_not_inflate_is_one_error(tmp_path):
+    """Inflated on demand, a broken zlib stream is still said once for the
+    file (as when it was inflated whole), not once per address."""
+    out = tmp_path / "lines"
+    run("gcc", "-O2", "-g", "-gz=zlib", "-I", FIXTURES, FIXTURES / "lines.c", "-o", out)
+    data = bytearray(out.read_bytes())
+    info = ElfFile(bytes(data)).sections[".debug_info"]
+    assert info.flags & 0x800  # SHF_COMPRESSED
+    for i in range(info.offset + 40, info.offset + info.size, 17):
+        data[i] ^= 0x55
+    lines = DwarfLines(ElfFile(bytes(data), str(out)))
+    said = set()
+    for a in instructions(out):
+        try:
+            assert lines.locate(a) == []
+        except LineError as e:
+            said.add(str(e))
+    assert len(said) == 1 and said.pop().startswith(f"DWARF: {out}: .debug_info: Error -3")
+
+
 # ------------------------------------------------ damaged DWARF, property tests
 
 DEBUG_SECTIONS = (".debug_info", ".debug_abbrev", ".debug_line", ".debug_str", ".debug_addr",
@@ -223,22 +243,31 @@ def test_bytes_of_a_debug_section_replaced(pristine, name, flips):
 
 
 def test_line_program_rows_equal_pyelftools(binary):
-    """Our line-program loop yields the rows pyelftools' decoder does, for
-    every unit (the fixture's and the C runtime's)."""
+    """Our unit and line program headers and our line-program loop give the
+    file tables and rows pyelftools' decoder does, for every unit (the
+    fixture's and the C runtime's)."""
+    from elftools.elf.elffile import ELFFile
+
     from unwinder.symbols import line_program
-    from unwinder.symbols.lines import _dwarf_info
+    from unwinder.symbols.dwarf import Dwarf
     _, path = binary
-    dwarf = _dwarf_info(ElfFile(path.read_bytes(), str(path)))
-    units = 0
-    for cu in dwarf.iter_CUs():
-        program = dwarf.line_program_for_CU(cu)
-        if program is None:
-            continue
-        theirs = [(e.state.address, None if e.state.end_sequence else
-                   (e.state.file, e.state.line, e.state.column))
-                  for e in program.get_entries() if e.state is not None]
-        ours = line_program.decode(program.stream.getvalue(), program.program_start_offset,
-                                   program.program_end_offset, program.header)
-        assert ours == theirs, cu.cu_offset
-        units += 1
+    ours_dwarf = Dwarf(ElfFile(path.read_bytes(), str(path)))
+    with open(path, "rb") as f:
+        dwarf = ELFFile(f).get_dwarf_info()
+        units = 0
+        for cu in dwarf.iter_CUs():
+            program = dwarf.line_program_for_CU(cu)
+            if program is None:
+                continue
+            theirs = [(e.state.address, None if e.state.end_sequence else
+                       (e.state.file, e.state.line, e.state.column))
+                      for e in program.get_entries() if e.state is not None]
+            header = ours_dwarf.line_header(ours_dwarf.unit(cu.cu_offset))
+            ours = line_program.decode(header.data, header.start, header.end, header)
+            assert ours == theirs, cu.cu_offset
+            text = lambda v: v.decode() if isinstance(v, bytes) else v  # noqa: E731
+            assert header.files == [(text(e.name), e.dir_index)
+                                    for e in program.header["file_entry"]]
+            assert header.dirs == [text(d) for d in program.header["include_directory"]]
+            units += 1
     assert units

@@ -2,11 +2,14 @@
 and C++ (Itanium ABI, libstdc++'s own demangler: cxx.py)."""
 from __future__ import annotations
 
+import functools
+
 from . import cxx, rust
 
 MAX_NAME = 4096   # longer names are left mangled
 
 
+@functools.lru_cache(maxsize=4096)  # a report names the same few functions on every thread
 def demangle(name: str) -> str | None:
     """The readable name, or None when `name` is not a mangled name we read."""
     if not name or len(name) > MAX_NAME:

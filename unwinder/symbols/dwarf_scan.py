@@ -2,41 +2,30 @@
 that hold its functions, found by skipping over DIEs instead of decoding
 them.
 
-A unit's top level is mostly types and declarations; pyelftools decodes
-each DIE through construct (~50 us apiece: 150 ms for libc's few units in a
-typical stack, seconds for a Rust std's). Sizing a DIE from its
+A unit's top level is mostly types and declarations; decoding every DIE
+(pyelftools: ~50 us apiece, 150 ms for libc's few units in a typical stack,
+seconds for a Rust std's) is not needed to find functions. Sizing a DIE from its
 abbreviation's forms costs a few microseconds (runs of fixed-size forms are
 skipped in one step), a function's DW_AT_low_pc/DW_AT_high_pc are read on
-the way, and only the function that holds a pc is handed to pyelftools.
+the way, and only the function that holds a pc is decoded (dwarf.Dwarf.die).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from ..leb128 import uleb
+from .dwarf import BLOCKS, FORMS, OFFSETS, SIZED, ULEBS, UNIT_REFS
 
-_FIXED = {"DW_FORM_addr": 8, "DW_FORM_data1": 1, "DW_FORM_ref1": 1, "DW_FORM_flag": 1,
-          "DW_FORM_strx1": 1, "DW_FORM_addrx1": 1, "DW_FORM_data2": 2, "DW_FORM_ref2": 2,
-          "DW_FORM_strx2": 2, "DW_FORM_addrx2": 2, "DW_FORM_strx3": 3, "DW_FORM_addrx3": 3,
-          "DW_FORM_data4": 4, "DW_FORM_ref4": 4, "DW_FORM_strx4": 4, "DW_FORM_addrx4": 4,
-          "DW_FORM_ref_sup4": 4, "DW_FORM_data8": 8, "DW_FORM_ref8": 8, "DW_FORM_ref_sig8": 8,
-          "DW_FORM_ref_sup8": 8, "DW_FORM_data16": 16, "DW_FORM_flag_present": 0,
-          "DW_FORM_implicit_const": 0}
-_OFFSET = {"DW_FORM_strp", "DW_FORM_line_strp", "DW_FORM_sec_offset", "DW_FORM_ref_addr",
-           "DW_FORM_GNU_ref_alt", "DW_FORM_GNU_strp_alt", "DW_FORM_strp_sup"}
-_LEB = {"DW_FORM_udata", "DW_FORM_sdata", "DW_FORM_ref_udata", "DW_FORM_strx",
-        "DW_FORM_addrx", "DW_FORM_loclistx", "DW_FORM_rnglistx", "DW_FORM_GNU_addr_index",
-        "DW_FORM_GNU_str_index"}
-_BLOCK_LEN = {"DW_FORM_block1": 1, "DW_FORM_block2": 2, "DW_FORM_block4": 4}
-_CU_REFS = {"DW_FORM_ref1", "DW_FORM_ref2", "DW_FORM_ref4", "DW_FORM_ref8", "DW_FORM_ref_udata"}
+_FIXED = {**SIZED, "DW_FORM_flag_present": 0, "DW_FORM_implicit_const": 0}
+_LEB = ULEBS | {"DW_FORM_sdata"}
 CONTAINERS = {"DW_TAG_namespace", "DW_TAG_class_type", "DW_TAG_structure_type",
               "DW_TAG_union_type"}
 MAX_DEPTH = 64
 _HIGH_CONST = {"DW_FORM_data1", "DW_FORM_data2", "DW_FORM_data4", "DW_FORM_data8"}
 
 
-class Unsupported(Exception):
-    """A form this scanner does not size (DW_FORM_indirect, a vendor form)."""
+class Unsupported(ValueError):
+    """A form this scanner does not size (a vendor form), or DIEs nested too deep."""
 
 
 @dataclass
@@ -51,24 +40,28 @@ class UnitScan:
 
 
 class Scanner:
-    """One unit's DIEs read by size. `info` is the .debug_info section
-    (bytes). Each method raises Unsupported, LebError on a LEB128 too long,
-    or IndexError on a truncated unit."""
+    """One unit's DIEs read by size. `info` is the .debug_info section's
+    bytes (at least up to the unit's end), `unit` a dwarf.Unit. Each method
+    raises Unsupported, DwarfError on an unknown abbreviation, LebError on
+    a LEB128 too long, or IndexError on a truncated unit."""
 
-    def __init__(self, info, cu):
+    def __init__(self, info, unit):
         self.info = info
-        self.cu = cu
-        self.abbrevs = cu.get_abbrev_table()
-        self.offset_size = 4 if cu.structs.dwarf_format == 32 else 8
-        self.end = cu.cu_offset + cu.size
+        self.unit_offset = unit.offset
+        self.abbrevs = unit
+        self.offset_size = unit.offset_size
+        self.first_die = unit.first_die
+        self.end = unit.end
         self.out = UnitScan()
         self._decls: dict[int, tuple] = {}
 
     def unit(self) -> UnitScan:
         """The whole unit's functions and scopes (call once)."""
-        top = self.cu.get_top_DIE()
-        if top.has_children:
-            self.siblings(top.offset + top.size, 0, None)
+        code, pos = uleb(self.info, self.first_die)
+        _, has_children, _, steps, _ = self.decl(code)
+        pos, _ = self.attributes(pos, steps)
+        if has_children:
+            self.siblings(pos, 0, None)
         return self.out
 
     def children(self, offset: int, tags) -> list[tuple[int, int | None, int | None]]:
@@ -101,7 +94,7 @@ class Scanner:
             if step.__class__ is int:
                 pos += step
             elif step.__class__ is tuple:
-                sibling = self.cu.cu_offset + self.value(step[0], pos)
+                sibling = self.unit_offset + self.value(step[0], pos)
                 pos = self.skip(step[0], pos)
             else:
                 pos = self.skip(step, pos)
@@ -113,12 +106,12 @@ class Scanner:
         (form,): the CU-relative DW_AT_sibling); specs are (name, form)."""
         cached = self._decls.get(code)
         if cached is None:
-            d = self.abbrevs.get_abbrev(code)
-            specs = [(s.name, s.form) for s in d["attr_spec"]]
+            d = self.abbrevs.abbrev(code)
+            specs = [(name, form) for name, form, _ in d.specs]
             steps: list = []
             for name, form in specs:
                 size = self.fixed(form)
-                if name == "DW_AT_sibling" and form in _CU_REFS:
+                if name == "DW_AT_sibling" and form in UNIT_REFS:
                     steps.append((form,))
                 elif size is not None and steps and isinstance(steps[-1], int):
                     steps[-1] += size
@@ -126,11 +119,11 @@ class Scanner:
                     steps.append(form if size is None else size)
             names = {name for name, _ in specs}
             has_code = "DW_AT_low_pc" in names or "DW_AT_ranges" in names
-            cached = self._decls[code] = (d["tag"], d.has_children(), has_code, steps, specs)
+            cached = self._decls[code] = (d.tag, d.children, has_code, steps, specs)
         return cached
 
     def fixed(self, form: str) -> int | None:
-        if form in _OFFSET:
+        if form in OFFSETS:
             return self.offset_size
         return _FIXED.get(form)
 
@@ -189,7 +182,7 @@ class Scanner:
         size = _FIXED.get(form)
         if size is not None:
             return pos + size
-        if form in _OFFSET:
+        if form in OFFSETS:
             return pos + self.offset_size
         if form in _LEB:
             return uleb(self.info, pos)[1]
@@ -198,10 +191,14 @@ class Scanner:
             if end < 0:
                 raise Unsupported("unterminated string")
             return end + 1
-        if form in _BLOCK_LEN:
-            n = _BLOCK_LEN[form]
+        if form in BLOCKS:
+            n = BLOCKS[form]
             return pos + n + int.from_bytes(self.info[pos:pos + n], "little")
         if form in ("DW_FORM_block", "DW_FORM_exprloc"):
             length, pos = uleb(self.info, pos)
             return pos + length
+        if form == "DW_FORM_indirect":  # the form is in the DIE, before the value
+            code, pos = uleb(self.info, pos)
+            if code != 0x16:
+                return self.skip(FORMS.get(code, code), pos)
         raise Unsupported(form)
