@@ -73,7 +73,7 @@ class Outlet:
 
     def _symbolize(self, report: dict, budget: float) -> None:
         from ..symbolize import symbolize  # after the target is released
-        symbolize(report, budget, self._images)
+        symbolize(report, budget, self._images, self.config["collector"]["state_dir"])
 
 
 def write_report(report: dict, output: str | None, report_dir: str | None) -> str:
