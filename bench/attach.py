@@ -15,6 +15,9 @@ Targets (compiled from bench/attach_target.c into a temp dir at run time):
 2. The main thread parked 10,000 frames deep: wall time of each tool.
 3. node (about 11 threads, JIT code), when node is installed.
 
+Each collector run has a fresh state directory (no store or disk cache of
+an earlier run), but for the "disk cache filled" row, whose runs share one.
+
 --service also starts `collector serve --control` (the resident service,
 warmed by the uncounted round) and adds rows for `collector attach` through
 it; every other collector row runs in-process (--no-service), cold.
@@ -48,11 +51,17 @@ TOOL_TIMEOUT = 120
 
 
 CONTROL = {"path": ""}  # the bench's own service, with --service ("": none)
+# The collector's state directory (its store, and the symbolizer's disk
+# cache by build-id): a fresh one for each run, so that a cold run is cold,
+# except for the rows named CACHED, which share one that earlier runs filled.
+STATE = {"dir": ""}
+CACHED = "disk cache filled"
 
 
-def tool_env() -> dict[str, str]:
+def tool_env(state: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["COLLECTOR_CONTROL"] = CONTROL["path"]
+    env["COLLECTOR_STATE_DIR"] = state or tempfile.mkdtemp(dir=STATE["dir"])
     env.pop("DEBUGINFOD_URLS", None)  # never let gdb/eu-stack go to the network
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     return env
@@ -153,9 +162,10 @@ def count_frames(tool: str, out: str) -> int:
 FIFO: list[str] = []     # ["chrt", "-f", "10"] with --fifo
 
 
-def run_tool(argv: list[str]) -> tuple[float, int, str, str]:
+def run_tool(argv: list[str], state: str | None = None) -> tuple[float, int, str, str]:
+    env = tool_env(state)
     t0 = time.perf_counter()
-    r = subprocess.run(FIFO + argv, capture_output=True, text=True, env=tool_env(),
+    r = subprocess.run(FIFO + argv, capture_output=True, text=True, env=env,
                        stdin=subprocess.DEVNULL, timeout=TOOL_TIMEOUT)
     return (time.perf_counter() - t0) * 1000, r.returncode, r.stdout, r.stderr
 
@@ -167,7 +177,7 @@ def bench_target(tools: dict[str, list[str]], runs: int, spinner: Spinner | None
         for name, argv in tools.items():
             if spinner:
                 spinner.reset()
-            wall, rc, out, err = run_tool(argv)
+            wall, rc, out, err = run_tool(argv, STATE["dir"] if CACHED in name else None)
             held, noise = spinner.held_ms() if spinner else (None, None)
             if spinner and held is None:
                 print(f"  ! {name} left the target stopped", file=sys.stderr)
@@ -279,6 +289,7 @@ def main(argv=None) -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix="collector-bench-") as tmp:
         tmp = Path(tmp)
+        STATE["dir"] = str(tmp)
         exe = compile_target(tmp)
         service = start_service(col, tmp, args.pin) if args.service else None
         try:
@@ -335,6 +346,7 @@ def run_targets(args, col: list[str], have: dict, exe: Path, tmp: Path, results:
         if have["eu-stack"]:
             tools["eu-stack"] = ["eu-stack", "-p", pid]
         tools["collector (lines)"] = [*cold, pid]
+        tools[f"collector (lines, {CACHED})"] = [*cold, pid]
         if args.service:
             tools["collector via service (lines)"] = [*warm, pid]
             tools["collector via service, budget 0"] = [*warm, "--symbolize-budget", "0", pid]

@@ -72,11 +72,15 @@ def command(args) -> dict | None:
         raise
 
 
-def main(argv: list[str] | None = None, report: dict | None = None) -> int:
-    """`report`: the command's report, made already (by the service, for a
-    client: service/clients.py), to deliver only."""
+def main(argv: list[str] | None = None) -> int:
     std_streams()
-    args = parser(argv).parse_args(argv)
+    return run(parser(argv).parse_args(argv))
+
+
+def run(args, report: dict | None = None) -> int:
+    """The parsed command line's exit status. `report`: the command's
+    report, made already (by the service, for a client:
+    service/clients.py), to deliver only."""
     try:
         first = getattr(args, "first", None)  # a capture that must not wait for the rest
         if first is not None and report is None:

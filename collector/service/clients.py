@@ -140,11 +140,11 @@ def take_attach(args, asker: Peer, outlet, keep_images: int) -> dict:
     return report
 
 
-def deliver_as(asker: Peer, message: dict, fds: list[int], report: dict, main) -> int:
+def deliver_as(asker: Peer, args, message: dict, fds: list[int], report: dict, run) -> int:
     """In a child of the service: become the client (its ids, groups,
     directory, umask, environment, stdout and stderr), then deliver the
-    report as `collector attach` there would (`main`: cli.main); its exit
-    status. Raises OSError if it cannot become the client: nothing is
+    report as `collector attach` there would (`run`: cli.run, with the
+    command line `args` the service parsed); its exit status. Raises OSError if it cannot become the client: nothing is
     delivered as root."""
     stdout, stderr, cwd = fds
     if asker.uid != 0:
@@ -160,7 +160,7 @@ def deliver_as(asker: Peer, message: dict, fds: list[int], report: dict, main) -
     os.environ.update(message["env"])
     for fd, to in ((stdout, 1), (stderr, 2)):
         os.dup2(fd, to)
-    return main(message["argv"], report=report)
+    return run(args, report)
 
 
 def core_request(message: dict, fds: list[int], asker: Peer) -> tuple[dict, list[str], int, int | None]:

@@ -176,7 +176,7 @@ def _cpu_ms() -> float:
 
 class Service:
     def __init__(self, args, socks: dict[str, socket.socket], cli):
-        self.args, self.socks, self.cli = args, socks, cli  # cli: parser() and main()
+        self.args, self.socks, self.cli = args, socks, cli  # cli: parser() and run()
         self.busy: set[int] = set()
         self.waiting: collections.deque = collections.deque()  # (conn, kernel, errors, fd, pidfd)
         self.reading: dict[socket.socket, float] = {}  # clients yet to send: -> deadline
@@ -291,7 +291,7 @@ class Service:
             if _rss() > s["cache_memory"]:
                 self.args.outlet.images.begin(self.args.outlet.images.held // 2)
         log(f"pid {args.pid}: report for pid {asker.pid} (uid {asker.uid})")
-        self.fork(lambda: _deliver(conn, asker, message, fds, report, self.cli.main),
+        self.fork(lambda: _deliver(conn, asker, args, message, fds, report, self.cli.run),
                   keep=(conn.fileno(), *fds))
         return None
 
@@ -374,14 +374,14 @@ def serve(args, cli) -> None:
             service.reap(block=True)
 
 
-def _deliver(conn: socket.socket, asker, message: dict, fds: list[int], report: dict,
-             main) -> None:
+def _deliver(conn: socket.socket, asker, args, message: dict, fds: list[int], report: dict,
+             run) -> None:
     """The child that delivers a client's report as the client and tells
     it the exit status; one that cannot become the client tells it to do
     the work itself."""
     t0, own = time.monotonic(), os.dup(2)
     try:
-        code = clients.deliver_as(asker, message, fds, report, main)
+        code = clients.deliver_as(asker, args, message, fds, report, run)
     except OSError as e:
         log(f"cannot act as pid {asker.pid} (uid {asker.uid}): {e}")
         answer = {"local": True}
