@@ -349,6 +349,7 @@ def serve(args, cli) -> None:
     service = Service(args, socks, cli)
     preload()  # once, for every handler and worker forked from here
     clients.preload()
+    warm(args.outlet.images)
 
     def stop(signum, frame):
         raise Shutdown()
@@ -372,6 +373,26 @@ def serve(args, cli) -> None:
             conn.close()
         while service.busy:
             service.reap(block=True)
+
+
+def warm(images) -> None:
+    """The system libraries the service maps itself (libc, ld.so, libm...),
+    which most crashes' stacks run through: their tables decoded and their
+    DWARF inflated here, once, for every handler and worker forked."""
+    try:
+        mine = procfs.maps(os.getpid())
+    except OSError:
+        return
+    for path in sorted({m.path for m in mine if m.executable and
+                        m.path.startswith(("/lib/", "/usr/lib/")) and
+                        os.path.basename(m.path).startswith(("lib", "ld-"))}):
+        try:
+            image = images.from_file(path, path)
+            image.symbols
+            if image.lines is not None:
+                image.lines.inflate()
+        except (OSError, ValueError):  # ElfError, LineError: a handler meets it again, if need be
+            pass
 
 
 def _deliver(conn: socket.socket, asker, args, message: dict, fds: list[int], report: dict,

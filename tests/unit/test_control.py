@@ -90,3 +90,18 @@ def test_who_may_ask_for_what():
         clients.core_request({"kernel": {"P": me}}, [0], clients.Peer(me, 0, 0))
     with pytest.raises(errors.UsageError, match="LETTER"):
         clients.core_request({"kernel": {"PP": 1}}, [0], clients.Peer(me, 0, 0))
+
+
+def test_the_service_warms_the_system_libraries_it_maps():
+    """libc's tables and DWARF are decoded once in the service, before any
+    fork: each handler and worker then finds them in its image cache."""
+    from collector.service.serve import warm
+    from unwinder.modules import ImageCache
+    images = ImageCache()
+    warm(images)
+    libc = [image for (path, _), image in images.named.items() if "/libc.so" in path]
+    assert len(libc) == 1 and libc[0]._symbols is not None and len(libc[0]._symbols) > 1000
+    lines = libc[0]._lines  # DWARF, where libc's debug file is installed
+    if lines:
+        info = lines._dwarf.info
+        assert info._raw is None or info._fed == len(info._raw)  # inflated whole

@@ -40,6 +40,10 @@ class Location:
     column: int | None
 
 
+SECTIONS = (".debug_abbrev", ".debug_addr", ".debug_line", ".debug_line_str", ".debug_ranges",
+            ".debug_rnglists", ".debug_str", ".debug_str_offsets")
+
+
 class DwarfLines:
     """Line and inline lookups in one ELF file with .debug_info, cached per
     compile unit: a unit's line table and DIE tree are decoded on first use."""
@@ -56,6 +60,14 @@ class DwarfLines:
         self._scanners: dict[int, Scanner] = {}
         self._scans: dict[int, UnitScan] = {}
         self._found: dict[int, list[Location]] = {}
+
+    def inflate(self) -> None:
+        """Every DWARF section read (inflated) now: a process that forks
+        its workers (the service) does it once, and they share the pages."""
+        self._dwarf.info.all()
+        for name in SECTIONS:
+            self._dwarf.section(name).all()
+        self._unit_at(0)  # and the address -> unit index
 
     @property
     def fresh(self) -> bool:
