@@ -3,6 +3,7 @@ the image of code that no file backs."""
 from __future__ import annotations
 
 import struct
+import weakref
 
 from ..cfi import CfiError, Row
 from ..modules import Module
@@ -47,8 +48,23 @@ class RuntimeImage:
 
 def symbol_values(module: Module, names: tuple[str, ...]) -> dict[str, int]:
     """Runtime addresses of defined symbols (any type) by name, from .symtab
-    and .dynsym; a string-table search first keeps the common case cheap."""
-    elf, out = module.image.elf, {}
+    and .dynsym; a string-table search first keeps the common case cheap,
+    and what was found in a file is kept with it (a resident service asks
+    the same files again and again)."""
+    elf = module.image.elf
+    known = _FOUND.setdefault(elf, {})
+    missing = tuple(n for n in names if n not in known)
+    if missing:
+        found = _link_values(elf, missing)
+        known.update({n: found.get(n) for n in missing})
+    return {n: known[n] + module.bias for n in names if known[n] is not None}
+
+
+_FOUND: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # ElfFile -> name -> value
+
+
+def _link_values(elf, names: tuple[str, ...]) -> dict[str, int]:
+    out = {}
     for table in (".symtab", ".dynsym"):
         section = elf.sections.get(table)
         if section is None or section.link >= len(elf.by_index):
@@ -66,5 +82,5 @@ def symbol_values(module: Module, names: tuple[str, ...]) -> dict[str, int]:
         data = elf.contents(section)
         for name_off, _, _, shndx, value, _ in _SYM.iter_unpack(data[:len(data) - len(data) % 24]):
             if name_off in wanted and shndx:
-                out.setdefault(wanted[name_off], value + module.bias)
+                out.setdefault(wanted[name_off], value)
     return out
