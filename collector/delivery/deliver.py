@@ -71,9 +71,13 @@ class Delivery:
             report["fingerprint"] = fp
         admitted = stage(report["errors"], "storm control", self.admit, report, early,
                          fallback=True)
+        self.stored = None  # (report, its JSON as the store kept it)
         if store and self.store.enabled:
             try:
-                (self.store.add if admitted else self.store.count_suppressed)(report)
+                if admitted:
+                    self.stored = (report, self.store.add(report))
+                else:
+                    self.store.count_suppressed(report)
             except StoreError as e:  # the sinks still get it
                 log.warning("report store unavailable", error=str(e))
         return report if admitted else None
@@ -99,9 +103,11 @@ class Delivery:
             except OSError as e:  # no spool: one more direct try for the sinks still owed
                 log.error("spool unavailable", dir=self.spool.dir, error=str(e))
                 lost = [s.name for s in later if s.name in owed and not self.send(s, [report])]
+        # stdout: the JSON the store made, unless a sink before it could have changed the report
+        stored = self.stored[1] if self.stored and self.stored[0] is report and not later else None
         for sink in self.sinks:
             if not sink.spool:
-                sink.send([report])
+                sink.send([report], None if stored is None else [stored])
         if lost:
             raise NotDelivered(f"report {report.get('report_id')} reached no sink of "
                                f"{', '.join(lost)} and could not be spooled in {self.spool.dir}")

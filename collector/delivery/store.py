@@ -151,8 +151,9 @@ class Store:
             db.execute("ROLLBACK")
             raise
 
-    def add(self, report: dict, trim: bool = True) -> None:
-        """Keep the report (a report stored before, symbolized again, replaces itself)."""
+    def add(self, report: dict, trim: bool = True) -> str:
+        """Keep the report (a report stored before, symbolized again, replaces
+        itself); returns it as JSON, as it was kept."""
         data = json.dumps(report, separators=(",", ":"))
         values = row(report, data)
         names = ", ".join(values)
@@ -163,6 +164,7 @@ class Store:
             f"ON CONFLICT(report_id) DO UPDATE SET {update}", values))
         if trim:
             self._write(self.trim)
+        return data
 
     def count_suppressed(self, report: dict) -> None:
         now = report_time(report)
