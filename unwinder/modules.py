@@ -17,7 +17,7 @@ from .cfi import CfiError, CfiTable, Row
 from .debuginfo import is_build_id, local_debug_file, minidebuginfo
 from .elf import ElfError, ElfFile
 from .files import open_regular
-from .space import AddressSpace, Mapping, MemoryFault
+from .space import AddressSpace, Mapping, MapIndex, MemoryFault
 from .symbols.symtab import SymbolTable
 
 MAX_IN_MEMORY_IMAGE = 64 << 20  # a [vdso] or JIT object read from target memory
@@ -250,7 +250,9 @@ class ModuleMap:
     def __init__(self, space: AddressSpace, cache: ImageCache | None = None):
         self.space = space
         self.cache = cache or ImageCache()
-        self.modules = _group(space.maps())
+        maps = space.maps()
+        self.modules = _group(maps)
+        self.index = MapIndex(maps)  # every mapping, for the walks of this space's threads
         self._starts = [m.start for m in self.modules]
         self._loaded: set[int] = set()
         self._by_pc: dict[int, Module | None] = {}
