@@ -5,8 +5,10 @@ targets, unwound again and again in this one process.
     python bench/per_frame.py [--runs 20] [--threads 50] [--depth 20] [--recursion 10000]
 
 Each target (the main thread 10,000 frames deep; 50 threads parked 20 deep
-plus a spinner) is captured once, as `collector attach` captures it, and
-released. Then every run unwinds every thread of that one snapshot with the
+plus a spinner, pinned to a cpu of its own as `bench/attach.py --pin` pins
+it) is captured once, as `collector attach` captures it, and released (the
+deep stack's frames beyond the copied window are read from the running
+target, as attach reads them). Then every run unwinds every thread of that one snapshot with the
 same image cache (its CFI rows warm after the first run, as in a deep walk
 that repeats its few frames), and prints the median over the runs of:
 
@@ -74,6 +76,11 @@ def main(argv=None) -> int:
     ap.add_argument("--recursion", type=int, default=10000)
     args = ap.parse_args(argv)
     print(f"python {sys.version.split()[0]}; load average {os.getloadavg()[0]:.1f}")
+    cpus = sorted(os.sched_getaffinity(0))
+    spin_cpu = -1
+    if len(cpus) >= 2:  # as bench/attach.py --pin: the spinner on a cpu of its own
+        spin_cpu = cpus[-1]
+        os.sched_setaffinity(0, cpus[:-1])
     rows = []
     with tempfile.TemporaryDirectory(prefix="collector-bench-") as tmp:
         exe = compile_target(Path(tmp))
@@ -81,7 +88,8 @@ def main(argv=None) -> int:
         shm.write_bytes(b"\0" * 40)
         for label, argv in ((f"1 thread {args.recursion} deep", [str(exe), "recurse", str(args.recursion)]),
                             (f"{args.threads} threads x {args.depth} deep",
-                             [str(exe), "threads", str(shm), str(args.threads), str(args.depth)])):
+                             [str(exe), "threads", str(shm), str(args.threads), str(args.depth),
+                              str(spin_cpu)])):
             target = Target(argv)
             try:
                 rows.append((label, measure(target.pid, args.runs)))

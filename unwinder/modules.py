@@ -11,7 +11,6 @@ import bisect
 import errno
 import mmap
 import os
-from dataclasses import dataclass, field
 
 from .cfi import CfiError, CfiTable, Row
 from .debuginfo import is_build_id, local_debug_file, minidebuginfo
@@ -224,16 +223,24 @@ class ImageCache:
         return cached
 
 
-@dataclass
 class Module:
-    path: str
-    start: int
-    end: int
-    mappings: list[Mapping] = field(default_factory=list)
-    image: Image | None = None
-    bias: int | None = None
-    error: str | None = None
-    found_by: str | None = None  # how the space found its file (a core's: path, build-id, ...)
+    """A plain class: dataclasses cost milliseconds to import."""
+    __slots__ = ("path", "start", "end", "mappings", "image", "bias", "error", "found_by")
+
+    def __init__(self, path: str, start: int, end: int, mappings: list[Mapping] | None = None,
+                 image: Image | None = None, bias: int | None = None, error: str | None = None,
+                 found_by: str | None = None):
+        self.path = path
+        self.start = start
+        self.end = end
+        self.mappings = [] if mappings is None else mappings
+        self.image = image
+        self.bias = bias
+        self.error = error
+        self.found_by = found_by  # how the space found its file (a core's: path, build-id, ...)
+
+    def __repr__(self) -> str:
+        return f"Module({self.path!r}, {self.start:#x}, {self.end:#x})"
 
     @property
     def build_id(self) -> str | None:

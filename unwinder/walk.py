@@ -99,7 +99,7 @@ class Context:
         self.read_u64 = getattr(space, "read_u64", None) or functools.partial(read_u64, space)
         self.words = getattr(space, "words", None)  # several words at once (Snapshot), or None
         self.code_start = self.code_end = 0  # the last executable mapping found
-        self.rows: dict[int, tuple[Module, Row]] = {}  # by_cfi's rows by lookup pc
+        self.rows: dict[int, tuple[Module, Row, str]] = {}  # by_cfi's rows (and methods) by lookup pc
 
     def mapping(self, addr: int) -> Mapping | None:
         return self.maps.find(addr)
@@ -158,14 +158,17 @@ def by_cfi(frame: Frame, ctx: Context) -> Frame | None:
     pc = frame.pc if frame.index == 0 or frame.after_signal else frame.pc - 1
     found = ctx.rows.get(pc)  # deep recursion asks for the same few rows again and again
     if found is not None and found[0] is module:
-        row = found[1]
+        _, row, method = found
     else:
-        if module.image is None:
+        image = module.image
+        if image is None:
             return None
-        row = module.image.row_for(module.link(pc))
+        row = image.row_for(module.link(pc))
         if row is None:
             return None
-        ctx.rows[pc] = (module, row)  # rows found only: a lookup that failed says so again
+        # images of code registered at run time may say their rows are no DWARF
+        method = getattr(image, "method", "cfi")
+        ctx.rows[pc] = (module, row, method)  # rows found only: a lookup that failed says so again
     signal = frame.signal_frame = row.signal_frame
     try:
         cfa, caller = cfi.step(row, frame.regs, ctx.read_u64, ctx.words)
@@ -181,8 +184,6 @@ def by_cfi(frame: Frame, ctx: Context) -> Frame | None:
         raise Stop("outermost frame (CFI marks the return address undefined)")
     if ra == 0 and not signal:   # a signal may interrupt a NULL call
         raise Stop("outermost frame (return address 0)")
-    # images of code registered at run time may say their rows are no DWARF
-    method = getattr(module.image, "method", "cfi")
     return Frame(frame.index + 1, ra, caller, method, None, None, False, signal)
 
 
@@ -210,7 +211,7 @@ def unwind(space: AddressSpace, modules: ModuleMap, regs: dict[int, int],
             module = dynamic.find(frame.pc)
         frame.module = module
         keep(frame)
-        reason = check(frame.sp, kept.count)
+        reason = check(frame.sp, frame.index + 1)  # the frames kept.count counts
         if reason is None:
             try:
                 caller = _step(frame, ctx)
@@ -236,21 +237,24 @@ class Bounds:
         self.deadline = time.monotonic() + time_budget
         self.room = 1           # frame 0 always tries a step
         self._seen: set[int] = set()
-        self._stack: Mapping | None = None  # the last stack mapping counted
+        self.low = self.high = 0    # the last stack mapping counted
+        self.limit = self._limit()  # the first count that stops the walk
+
+    def _limit(self) -> int:
+        return self.max_frames if self.max_frames is not None else self.room + 1
 
     def check(self, sp: int, count: int) -> str | None:
-        stack = self._stack
-        if stack is None or not stack.start <= sp < stack.end:
+        if not self.low <= sp < self.high:
             stack = self.ctx.mapping(sp)
             if stack is not None:
-                self._stack = stack
+                self.low, self.high = stack.start, stack.end
                 if stack.start not in self._seen:
                     self._seen.add(stack.start)
                     self.room += (stack.end - stack.start) // 8
-        if self.max_frames is not None:
-            if count >= self.max_frames:
+                    self.limit = self._limit()
+        if count >= self.limit:
+            if self.max_frames is not None:
                 return f"frame limit reached ({self.max_frames})"
-        elif count > self.room:
             return f"more frames than its stacks hold ({count})"
         if count % 256 == 0 and time.monotonic() > self.deadline:
             return f"time budget of {self.time_budget:g} s reached ({count} frames)"
