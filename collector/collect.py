@@ -57,8 +57,9 @@ def _unwind_threads(space, infos, max_frames, cache, perf_map):
     dynamic = stage(errors, "run-time unwind info", lambda: registered(
         space, modules, *(perf_map or perfmap.live(getattr(space, "pid", None)))),
         fallback=lambda: Registered([], [], []))
+    named: dict = {}  # frames named, by pc: the threads share most of them
     threads = [stage(errors, f"unwinding thread {info.tid}", unwind_thread, space, modules,
-                     dynamic, info, regs[info.tid], max_frames,
+                     dynamic, info, regs[info.tid], max_frames, named,
                      fallback=lambda: raw_thread(info, regs[info.tid]))
                for info in infos]
     errors += stage(errors, "reading Python frames", add_python_frames, space, modules, threads,
@@ -70,9 +71,9 @@ def _unwind_threads(space, infos, max_frames, cache, perf_map):
 
 
 def unwind_thread(space, modules: ModuleMap, dynamic: Registered, info: ThreadInfo,
-                  regs: dict[int, int] | None, max_frames: int) -> dict:
+                  regs: dict[int, int] | None, max_frames: int, named: dict | None = None) -> dict:
     trace = unwind(space, modules, regs, max_frames, dynamic) if regs else None
-    return report.thread_dict(info, regs, trace)
+    return report.thread_dict(info, regs, trace, named)
 
 
 def raw_thread(info: ThreadInfo, regs: dict[int, int] | None) -> dict:
