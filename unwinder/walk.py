@@ -97,7 +97,8 @@ class Context:
         self.notes: list[str] = []          # why strategies gave up on this frame
         # read_u64(space, addr), by the space's own where it has one (Snapshot)
         self.read_u64 = getattr(space, "read_u64", None) or functools.partial(read_u64, space)
-        self.words = getattr(space, "words", None)  # several words at once (Snapshot), or None
+        self.copy_at = getattr(space, "copy_at", None)  # memory at hand (Snapshot), or None
+        self.stack: tuple[int, int, bytes] = (0, 0, b"")  # copy_at's last answer
         self.code_start = self.code_end = 0  # the last executable mapping found
         self.rows: dict[int, tuple[Module, Row, str]] = {}  # by_cfi's rows (and methods) by lookup pc
 
@@ -170,8 +171,11 @@ def by_cfi(frame: Frame, ctx: Context) -> Frame | None:
         method = getattr(image, "method", "cfi")
         ctx.rows[pc] = (module, row, method)  # rows found only: a lookup that failed says so again
     signal = frame.signal_frame = row.signal_frame
+    stack = ctx.stack   # the words step() reads, at hand
+    if not stack[0] <= frame.sp < stack[1] and ctx.copy_at is not None:
+        stack = ctx.stack = ctx.copy_at(frame.sp)
     try:
-        cfa, caller = cfi.step(row, frame.regs, ctx.read_u64, ctx.words)
+        cfa, caller = cfi.step(row, frame.regs, ctx.read_u64, stack)
     except MemoryFault as e:
         ctx.notes.append(f"cannot read the caller's registers: {e}")
         return None

@@ -23,8 +23,8 @@ class Row:
     """The rules at one pc (a plain class: dataclasses cost milliseconds to
     import). `plan` is step()'s plan for the usual row, CFA = reg + N and
     every rule "saved at CFA + N": (cfa reg, N, ((reg, N), ...), ra saved,
-    ra reg, one slice of words or None); False for any other; None: not
-    made yet."""
+    ra reg, the saved words as one slice or None); False for any other;
+    None: not made yet."""
     __slots__ = ("cfa", "rules", "ra_reg", "signal_frame", "fde_start", "fde_end", "args_size",
                  "plan")
 
@@ -198,14 +198,14 @@ def _read_hdr(hdr: bytes, hdr_addr: int, eh_frame_addr: int, eh_size: int,
 
 
 def step(row: Row, regs: dict[int, int], read_u64: Callable[[int], int],
-         words: Callable[[int, int], tuple[int, ...] | None] | None = None
-         ) -> tuple[int, dict[int, int]]:
+         stack: tuple[int, int, bytes] | None = None) -> tuple[int, dict[int, int]]:
     """Apply `row` to the callee's known registers; return (cfa, caller registers).
 
     Unknown registers stay absent. A rule that needs an unknown register leaves
     its register unknown, except the CFA, whose failure is a CfiError. MemoryFault
-    from read_u64 propagates. `words(addr, n)`, if given, is n words at once
-    where the space has them at hand, else None (then read_u64 reads them).
+    from read_u64 propagates. `stack`, if given, is (start, end, data), memory
+    at hand from start (AddressSpace.copy_at): the saved registers are sliced
+    from data where it holds them all, else read_u64 reads them.
     """
     plan = row.plan
     if plan is None:
@@ -223,9 +223,14 @@ def step(row: Row, regs: dict[int, int], read_u64: Callable[[int], int],
     else:
         caller = {r: regs[r] for r in _CALLEE_SAVED if r in regs}
     caller[RSP] = cfa
-    got = words((cfa + span[0]) & MASK64, span[1]) if words and span else None
+    if span is not None and stack is not None:
+        low, size, unpack, slots = span
+        at = ((cfa + low) & MASK64) - stack[0]
+        got = unpack(stack[2], at) if 0 <= at <= len(stack[2]) - size else None
+    else:
+        got = None
     if got is not None:
-        for reg, i in span[2]:
+        for reg, i in slots:
             caller[reg] = got[i]
     else:
         for reg, offset in saved:
@@ -276,8 +281,10 @@ def _plan(row: Row) -> tuple | bool:
         offsets = [offset for _, offset in saved]
         low = min(offsets, default=0)
         count = (max(offsets, default=0) - low) // 8 + 1
-        # the saved words as one slice of the stack, when they are whole words apart
-        span = (low, count, tuple((reg, (offset - low) // 8) for reg, offset in saved)) \
+        # the saved words as one slice of the stack, when they are whole words
+        # apart: (lowest offset, bytes, their unpacker, (reg, word), ...))
+        span = (low, 8 * count, struct.Struct(f"<{count}Q").unpack_from,
+                tuple((reg, (offset - low) // 8) for reg, offset in saved)) \
             if saved and count <= 32 and all((o - low) % 8 == 0 for o in offsets) else None
         plan = (row.cfa.reg, row.cfa.offset, saved, any(reg == row.ra_reg for reg, _ in saved),
                 row.ra_reg, span)
