@@ -4,7 +4,6 @@ report: a live process (attach), a traced one that crashes (run, watch),
 a core file or the kernel's core stream (core, serve)."""
 from __future__ import annotations
 
-import dataclasses
 import gc
 import os
 import signal
@@ -20,12 +19,13 @@ from . import perfmap, report
 from .errors import BadCore
 from .guard import stage
 from .pyframes import add_python_frames
-from .targets import compressed
-from .targets.corefile import CoreError, CoreSpace, Layout, open_core
-from .targets.crashed import Seen
-from .targets.locate import Where
 from .targets.procfs import ThreadInfo
-from .targets.stream import stream
+
+TYPE_CHECKING = False  # not typing's; the core readers are imported where cores are read
+if TYPE_CHECKING:
+    from .targets.corefile import CoreSpace, Layout
+    from .targets.crashed import Seen
+    from .targets.locate import Where
 
 FAULT_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGTRAP}
 
@@ -57,8 +57,9 @@ def _unwind_threads(space, infos, max_frames, cache, perf_map):
     dynamic = stage(errors, "run-time unwind info", lambda: registered(
         space, modules, *(perf_map or perfmap.live(getattr(space, "pid", None)))),
         fallback=lambda: Registered([], [], []))
+    named: dict = {}  # frames named, by pc: the threads share most of them
     threads = [stage(errors, f"unwinding thread {info.tid}", unwind_thread, space, modules,
-                     dynamic, info, regs[info.tid], max_frames,
+                     dynamic, info, regs[info.tid], max_frames, named,
                      fallback=lambda: raw_thread(info, regs[info.tid]))
                for info in infos]
     errors += stage(errors, "reading Python frames", add_python_frames, space, modules, threads,
@@ -70,9 +71,9 @@ def _unwind_threads(space, infos, max_frames, cache, perf_map):
 
 
 def unwind_thread(space, modules: ModuleMap, dynamic: Registered, info: ThreadInfo,
-                  regs: dict[int, int] | None, max_frames: int) -> dict:
+                  regs: dict[int, int] | None, max_frames: int, named: dict | None = None) -> dict:
     trace = unwind(space, modules, regs, max_frames, dynamic) if regs else None
-    return report.thread_dict(info, regs, trace)
+    return report.thread_dict(info, regs, trace, named)
 
 
 def raw_thread(info: ThreadInfo, regs: dict[int, int] | None) -> dict:
@@ -220,6 +221,11 @@ def from_core_file(path: str, max_frames: int, cache: ImageCache | None = None,
                    where: Where | None = None) -> dict:
     """A core file; its mapped files are looked for as `where` says, and
     beside it."""
+    import dataclasses  # not on attach's way: there they cost milliseconds
+
+    from .targets import compressed
+    from .targets.corefile import CoreError, open_core
+    from .targets.locate import Where
     t0 = time.monotonic()
     where = dataclasses.replace(where or Where(), core_dir=os.path.dirname(os.path.abspath(path)))
     try:
@@ -249,6 +255,8 @@ def from_core_file(path: str, max_frames: int, cache: ImageCache | None = None,
 def from_compressed_core(path: str, fd: int, kind: str, max_frames: int,
                          cache: ImageCache | None, t0: float, where: Where) -> dict:
     """A core compressed as systemd-coredump keeps them, read as a stream."""
+    from .targets import compressed
+    from .targets.stream import stream
     size = os.fstat(fd).st_size
     mtime = os.fstat(fd).st_mtime
     feed = compressed.Decompressing(fd, kind)
@@ -276,6 +284,7 @@ def from_core_stream(fd: int, kernel: dict, errors: list[str], opts, seen: Seen,
     of the process from /proc before it (`seen`: metadata, threads, its
     mapped files already open). `arrived()` is called once the core is read;
     `head`: its first bytes, already taken from `fd`."""
+    from .targets.stream import stream
     t0 = time.monotonic()
     pid = kernel.get("P")
 

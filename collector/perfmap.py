@@ -7,7 +7,6 @@ from unwinder.dynamic import perf_map_module
 from unwinder.files import read_regular
 
 from .targets import procfs
-from .targets.corefile import PF_X
 
 MAX_PERF_MAP = 16 << 20
 SLACK = 1.0  # seconds: %t and btime are whole seconds
@@ -59,6 +58,7 @@ def _check(layout, name, got, ended, started) -> tuple[str | None, str | None]:
     module = perf_map_module(text, name)
     if module is None:
         return None, f"{name}: no entries; not used"
+    from .targets.corefile import PF_X  # a core's: not on attach's way
     anonymous = [s for s in layout.loads if s.flags & PF_X and s.vaddr not in layout.notes.files]
     if not any(s.vaddr < module.end and module.start < s.vaddr + s.memsz for s in anonymous):
         return None, f"{name}: names no code the core holds outside its files; not used"

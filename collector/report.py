@@ -66,29 +66,46 @@ def _real_id(status: dict[str, str], key: str) -> int | None:
         return None
 
 
-def frame_dict(frame) -> dict:
-    module = frame.module
-    rel_pc = module.link(frame.pc) if module else None
-    function = offset = None
-    if module is not None and module.image is not None and rel_pc is not None:
-        at = frame.symbol_pc
-        found = module.image.symbols.lookup(module.link(at))
-        if found:
-            function, offset = found[0], found[1] + (frame.pc - at)
+def frame_dict(frame, named: dict | None = None) -> dict:
+    """`named`: what frames with the same pc, module and lookup address were
+    named (deep recursion repeats a few frames thousands of times)."""
+    module, pc = frame.module, frame.pc
+    at = frame.symbol_pc
+    key = (pc, at, module)
+    static = named.get(key) if named is not None else None
+    if static is None:
+        static = _name_frame(module, pc, at)
+        if named is not None:
+            named[key] = static
+    path, build_id, rel_pc, function, offset = static
     out = {
-        "index": frame.index, "pc": frame.pc, "sp": frame.sp, "cfa": frame.cfa,
-        "module": module.path if module else None,
-        "build_id": module.build_id if module else None,
-        "rel_pc": rel_pc, "function": function, "offset": offset,
-        "method": frame.method,
+        "index": frame.index, "pc": pc, "sp": frame.sp, "cfa": frame.cfa,
+        "module": path, "build_id": build_id, "rel_pc": rel_pc, "function": function,
+        "offset": offset, "method": frame.method,
     }
     if frame.signal_frame:
         out["signal_frame"] = True
     return out
 
 
-def thread_dict(info, regs: dict[int, int] | None, trace: Trace | None) -> dict:
-    frames = [frame_dict(f) for f in trace.frames] if trace else []
+def _name_frame(module, pc: int, at: int) -> tuple:
+    """(module path, build-id, rel_pc, function, offset) of a frame."""
+    if module is None:
+        return None, None, None, None, None
+    rel_pc = module.link(pc)
+    function = offset = None
+    if module.image is not None and rel_pc is not None:
+        found = module.image.symbols.lookup(module.link(at))
+        if found:
+            function, offset = found[0], found[1] + (pc - at)
+    return module.path, module.build_id, rel_pc, function, offset
+
+
+def thread_dict(info, regs: dict[int, int] | None, trace: Trace | None,
+                named: dict | None = None) -> dict:
+    """`named`: frame_dict's names, shared by the threads of one report."""
+    named = {} if named is None else named
+    frames = [frame_dict(f, named) for f in trace.frames] if trace else []
     for position, f in enumerate(frames):
         f["index"] = position
     out = {"tid": info.tid, "name": info.name, "state": info.state,

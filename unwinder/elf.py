@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from dataclasses import dataclass
+from collections import namedtuple
 
 PT_LOAD, PT_NOTE = 1, 4
 SHT_NOBITS = 8
@@ -35,26 +35,10 @@ class ElfError(ValueError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
-    type: int
-    flags: int
-    offset: int
-    vaddr: int
-    filesz: int
-    memsz: int
-
-
-@dataclass(frozen=True, slots=True)
-class Section:
-    name: str
-    type: int
-    flags: int
-    addr: int
-    offset: int
-    size: int
-    link: int
-    entsize: int
+# named tuples, not dataclasses: importing dataclasses (and inspect) costs
+# more than the rest of the engine
+Segment = namedtuple("Segment", "type flags offset vaddr filesz memsz")
+Section = namedtuple("Section", "name type flags addr offset size link entsize")
 
 
 class ElfFile:

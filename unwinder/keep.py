@@ -66,10 +66,8 @@ class Kept:
         self.inner: list = []
         self.ring: deque = deque()      # holds up to KEEP_ALL - KEEP_INNER frames
         self.elided: Elided | None = None
-        self.count = 0
 
     def append(self, frame) -> None:
-        self.count += 1
         if len(self.inner) < KEEP_INNER:
             self.inner.append(frame)
             return

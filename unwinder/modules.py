@@ -11,13 +11,12 @@ import bisect
 import errno
 import mmap
 import os
-from dataclasses import dataclass, field
 
 from .cfi import CfiError, CfiTable, Row
 from .debuginfo import is_build_id, local_debug_file, minidebuginfo
 from .elf import ElfError, ElfFile
 from .files import open_regular
-from .space import AddressSpace, Mapping, MemoryFault
+from .space import AddressSpace, Mapping, MapIndex, MemoryFault
 from .symbols.symtab import SymbolTable
 
 MAX_IN_MEMORY_IMAGE = 64 << 20  # a [vdso] or JIT object read from target memory
@@ -224,16 +223,24 @@ class ImageCache:
         return cached
 
 
-@dataclass
 class Module:
-    path: str
-    start: int
-    end: int
-    mappings: list[Mapping] = field(default_factory=list)
-    image: Image | None = None
-    bias: int | None = None
-    error: str | None = None
-    found_by: str | None = None  # how the space found its file (a core's: path, build-id, ...)
+    """A plain class: dataclasses cost milliseconds to import."""
+    __slots__ = ("path", "start", "end", "mappings", "image", "bias", "error", "found_by")
+
+    def __init__(self, path: str, start: int, end: int, mappings: list[Mapping] | None = None,
+                 image: Image | None = None, bias: int | None = None, error: str | None = None,
+                 found_by: str | None = None):
+        self.path = path
+        self.start = start
+        self.end = end
+        self.mappings = [] if mappings is None else mappings
+        self.image = image
+        self.bias = bias
+        self.error = error
+        self.found_by = found_by  # how the space found its file (a core's: path, build-id, ...)
+
+    def __repr__(self) -> str:
+        return f"Module({self.path!r}, {self.start:#x}, {self.end:#x})"
 
     @property
     def build_id(self) -> str | None:
@@ -250,7 +257,9 @@ class ModuleMap:
     def __init__(self, space: AddressSpace, cache: ImageCache | None = None):
         self.space = space
         self.cache = cache or ImageCache()
-        self.modules = _group(space.maps())
+        maps = space.maps()
+        self.modules = _group(maps)
+        self.index = MapIndex(maps)  # every mapping, for the walks of this space's threads
         self._starts = [m.start for m in self.modules]
         self._loaded: set[int] = set()
         self._by_pc: dict[int, Module | None] = {}

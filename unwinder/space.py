@@ -61,8 +61,10 @@ class AddressSpace:
         """A path that opens the exact file behind `mapping`, or None."""
 
     # Optional, for speed (collector.targets.snapshot.Snapshot has them):
-    # read_u64(addr), exactly as read_u64(space, addr) below; words(addr, n),
-    # n words at once where the space has them at hand, else None.
+    # read_u64(addr), exactly as read_u64(space, addr) below; copy_at(addr),
+    # (start, end, data): the bytes at hand from start (data, which may be
+    # shorter than end - start, even empty) for the addresses up to end, so
+    # that a walk slices its words from them.
 
 
 _U64 = struct.Struct("<Q")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass, field
-from typing import Callable
 
 from . import cfi, fallback
 from .cfi import CfiError, Row
@@ -13,35 +11,42 @@ from .elf import PT_LOAD
 from .keep import Elided, Kept
 from .modules import Module, ModuleMap
 from .regs import RIP, RSP
-from .space import AddressSpace, Mapping, MapIndex, MemoryFault, read_u64
+from .space import AddressSpace, Mapping, MemoryFault, read_u64
 
 MIN_PC = 4096
 TIME_BUDGET = 20.0      # seconds of walking per thread
 
 
-@dataclass(slots=True)
 class Frame:
-    index: int
-    pc: int
-    regs: dict[int, int]            # known registers only
-    method: str
-    module: Module | None = None
-    cfa: int | None = None          # set once the step out of this frame is computed
-    signal_frame: bool = False      # this frame is a signal trampoline
-    after_signal: bool = False      # the caller of a signal frame: pc is exact
+    """One frame of a walk (a plain class: dataclasses cost milliseconds to
+    import, and a walk makes one of these per frame)."""
+    __slots__ = ("index", "pc", "regs", "sp", "method", "module", "cfa", "signal_frame",
+                 "after_signal")
 
-    @property
-    def sp(self) -> int:
-        return self.regs[RSP]
+    def __init__(self, index: int, pc: int, regs: dict[int, int], method: str,
+                 module: Module | None = None, cfa: int | None = None,
+                 signal_frame: bool = False, after_signal: bool = False):
+        self.index = index
+        self.pc = pc
+        self.regs = regs                # known registers only
+        self.sp = regs.get(RSP)         # None in a caller a strategy could not give one
+        self.method = method
+        self.module = module
+        self.cfa = cfa                  # set once the step out of this frame is computed
+        self.signal_frame = signal_frame  # this frame is a signal trampoline
+        self.after_signal = after_signal  # the caller of a signal frame: pc is exact
+
+    def __repr__(self) -> str:
+        return f"Frame({self.index}, {self.pc:#x}, {self.method}, sp={self.sp and hex(self.sp)})"
 
     def caller(self, pc: int, regs: dict[int, int], method: str,
                after_signal: bool = False) -> Frame:
-        return Frame(self.index + 1, pc, regs, method, after_signal=after_signal)
+        return Frame(self.index + 1, pc, regs, method, None, None, False, after_signal)
 
     @property
     def lookup_pc(self) -> int:
         """Where this frame's CFI is looked up (see exact_pc)."""
-        return self.pc if exact_pc(self.index, self.after_signal) else self.pc - 1
+        return self.pc if self.index == 0 or self.after_signal else self.pc - 1
 
     @property
     def symbol_pc(self) -> int:
@@ -61,13 +66,16 @@ def symbol_pc(pc: int, index: int, after_signal: bool, signal_frame: bool) -> in
     return pc if signal_frame or exact_pc(index, after_signal) else pc - 1
 
 
-@dataclass
 class Trace:
-    frames: list[Frame]             # innermost first; see `elided` for a gap
-    stop_reason: str
-    errors: list[str] = field(default_factory=list)
-    elided: Elided | None = None    # frames left out before frames[gap]
-    gap: int | None = None
+    __slots__ = ("frames", "stop_reason", "errors", "elided", "gap")
+
+    def __init__(self, frames: list[Frame], stop_reason: str, errors: list[str] | None = None,
+                 elided: Elided | None = None, gap: int | None = None):
+        self.frames = frames            # innermost first; see `elided` for a gap
+        self.stop_reason = stop_reason
+        self.errors = [] if errors is None else errors
+        self.elided = elided            # frames left out before frames[gap]
+        self.gap = gap
 
 
 class Stop(Exception):
@@ -82,27 +90,28 @@ class Context:
         self.space = space
         self.modules = modules
         self.dynamic = dynamic              # unwinder.dynamic.Registered, or None
-        self.maps = MapIndex(space.maps())
+        self.maps = modules.index           # shared by the walks of one space's threads
         self.scan_budget = fallback.SCAN_BUDGET
         self.cfi_cfa: int | None = None     # the CFA CFI found for this frame, even if refused
         self.fp_cfa: int | None = None      # rbp + 16, where rbp looked like a frame's head
         self.notes: list[str] = []          # why strategies gave up on this frame
         # read_u64(space, addr), by the space's own where it has one (Snapshot)
         self.read_u64 = getattr(space, "read_u64", None) or functools.partial(read_u64, space)
-        self.words = getattr(space, "words", None)  # several words at once (Snapshot), or None
-        self._code: Mapping | None = None   # the last executable mapping found
-        self.rows: dict[int, tuple[Module, Row]] = {}  # by_cfi's rows by lookup pc
+        self.copy_at = getattr(space, "copy_at", None)  # memory at hand (Snapshot), or None
+        self.stack: tuple[int, int, bytes] = (0, 0, b"")  # copy_at's last answer
+        self.code_start = self.code_end = 0  # the last executable mapping found
+        self.rows: dict[int, tuple[Module, Row, str]] = {}  # by_cfi's rows (and methods) by lookup pc
 
     def mapping(self, addr: int) -> Mapping | None:
         return self.maps.find(addr)
 
     def is_code(self, addr: int) -> bool:
-        m = self._code  # a walk asks about the same few mappings again and again
-        if m is not None and m.start <= addr < m.end:
+        # a walk asks about the same few mappings again and again
+        if self.code_start <= addr < self.code_end:
             return True
         m = self.maps.find(addr)
         if m is not None and m.executable:
-            self._code = m
+            self.code_start, self.code_end = m.start, m.end
             return True
         return False
 
@@ -145,20 +154,28 @@ class Context:
 
 def by_cfi(frame: Frame, ctx: Context) -> Frame | None:
     module = frame.module
-    if module is None or module.image is None:
+    if module is None:
         return None
-    pc = frame.lookup_pc
+    pc = frame.pc if frame.index == 0 or frame.after_signal else frame.pc - 1
     found = ctx.rows.get(pc)  # deep recursion asks for the same few rows again and again
     if found is not None and found[0] is module:
-        row = found[1]
+        _, row, method = found
     else:
-        row = module.image.row_for(module.link(pc))
+        image = module.image
+        if image is None:
+            return None
+        row = image.row_for(module.link(pc))
         if row is None:
             return None
-        ctx.rows[pc] = (module, row)  # rows found only: a lookup that failed says so again
-    frame.signal_frame = row.signal_frame
+        # images of code registered at run time may say their rows are no DWARF
+        method = getattr(image, "method", "cfi")
+        ctx.rows[pc] = (module, row, method)  # rows found only: a lookup that failed says so again
+    signal = frame.signal_frame = row.signal_frame
+    stack = ctx.stack   # the words step() reads, at hand
+    if not stack[0] <= frame.sp < stack[1] and ctx.copy_at is not None:
+        stack = ctx.stack = ctx.copy_at(frame.sp)
     try:
-        cfa, caller = cfi.step(row, frame.regs, ctx.read_u64, ctx.words)
+        cfa, caller = cfi.step(row, frame.regs, ctx.read_u64, stack)
     except MemoryFault as e:
         ctx.notes.append(f"cannot read the caller's registers: {e}")
         return None
@@ -166,17 +183,16 @@ def by_cfi(frame: Frame, ctx: Context) -> Frame | None:
         ctx.notes.append(f"bad CFI at {frame.pc:#x}: {e}")
         return None
     frame.cfa = ctx.cfi_cfa = cfa
-    if RIP not in caller:
+    ra = caller.get(RIP)
+    if ra is None:
         raise Stop("outermost frame (CFI marks the return address undefined)")
-    if caller[RIP] == 0 and not row.signal_frame:   # a signal may interrupt a NULL call
+    if ra == 0 and not signal:   # a signal may interrupt a NULL call
         raise Stop("outermost frame (return address 0)")
-    # images of code registered at run time may say their rows are no DWARF
-    method = getattr(module.image, "method", "cfi")
-    return frame.caller(caller[RIP], caller, method, after_signal=row.signal_frame)
+    return Frame(frame.index + 1, ra, caller, method, None, None, False, signal)
 
 
-Strategy = Callable[[Frame, Context], "Frame | None"]
-STRATEGIES: list[Strategy] = [by_cfi, fallback.by_dummy_fde, fallback.by_frame_pointer,
+# each strategy: (Frame, Context) -> Frame | None
+STRATEGIES = [by_cfi, fallback.by_dummy_fde, fallback.by_frame_pointer,
                               fallback.by_call_site, fallback.by_scan]
 
 
@@ -192,10 +208,14 @@ def unwind(space: AddressSpace, modules: ModuleMap, regs: dict[int, int],
     ctx = Context(space, modules, dynamic)
     frame = Frame(0, regs[RIP], dict(regs), "context")
     kept, bounds = Kept(), Bounds(ctx, max_frames, time_budget)
+    find, keep, check = modules.find, kept.append, bounds.check
     while True:
-        frame.module = ctx.module_at(frame.pc)
-        kept.append(frame)
-        reason = bounds.check(frame, kept.count)
+        module = find(frame.pc)
+        if module is None and dynamic is not None:
+            module = dynamic.find(frame.pc)
+        frame.module = module
+        keep(frame)
+        reason = check(frame.sp, frame.index + 1)  # the frames kept.count counts
         if reason is None:
             try:
                 caller = _step(frame, ctx)
@@ -221,21 +241,24 @@ class Bounds:
         self.deadline = time.monotonic() + time_budget
         self.room = 1           # frame 0 always tries a step
         self._seen: set[int] = set()
-        self._stack: Mapping | None = None  # the last stack mapping counted
+        self.low = self.high = 0    # the last stack mapping counted
+        self.limit = self._limit()  # the first count that stops the walk
 
-    def check(self, frame: Frame, count: int) -> str | None:
-        sp, stack = frame.sp, self._stack
-        if stack is None or not stack.start <= sp < stack.end:
+    def _limit(self) -> int:
+        return self.max_frames if self.max_frames is not None else self.room + 1
+
+    def check(self, sp: int, count: int) -> str | None:
+        if not self.low <= sp < self.high:
             stack = self.ctx.mapping(sp)
             if stack is not None:
-                self._stack = stack
+                self.low, self.high = stack.start, stack.end
                 if stack.start not in self._seen:
                     self._seen.add(stack.start)
                     self.room += (stack.end - stack.start) // 8
-        if self.max_frames is not None:
-            if count >= self.max_frames:
+                    self.limit = self._limit()
+        if count >= self.limit:
+            if self.max_frames is not None:
                 return f"frame limit reached ({self.max_frames})"
-        elif count > self.room:
             return f"more frames than its stacks hold ({count})"
         if count % 256 == 0 and time.monotonic() > self.deadline:
             return f"time budget of {self.time_budget:g} s reached ({count} frames)"
@@ -247,7 +270,8 @@ def _step(frame: Frame, ctx: Context) -> Frame | str:
     why there is none. A refused caller (say CFI read a smashed return
     address) lets the next strategy try."""
     ctx.cfi_cfa = ctx.fp_cfa = None
-    ctx.notes = []
+    if ctx.notes:
+        ctx.notes = []
     for strategy in STRATEGIES:
         caller = strategy(frame, ctx)
         if caller is None:
@@ -270,20 +294,21 @@ def _step(frame: Frame, ctx: Context) -> Frame | str:
 def _refuse(frame: Frame, caller: Frame, ctx: Context) -> str | None:
     # the pc a signal interrupted is the faulting instruction, wherever it is
     # (a call through NULL); the dummy FDE steps out of it as out of frame 0
+    pc, sp = caller.pc, caller.sp
     if not caller.after_signal:
-        if caller.pc < MIN_PC:
-            return f"return address {caller.pc:#x} is not code"
-        if not ctx.is_code(caller.pc):
-            return f"return address {caller.pc:#x} is outside every executable mapping"
-    if RSP not in caller.regs:
+        if pc < MIN_PC:
+            return f"return address {pc:#x} is not code"
+        if not ctx.code_start <= pc < ctx.code_end and not ctx.is_code(pc):
+            return f"return address {pc:#x} is outside every executable mapping"
+    if sp is None:
         return "caller's stack pointer unknown"
     # A signal frame may resume on another stack (sigaltstack); elsewhere the
     # stack must grow towards the caller or the walk could loop.
     if frame.signal_frame:
-        if caller.sp == frame.sp and caller.pc == frame.pc:
+        if sp == frame.sp and pc == frame.pc:
             return "signal frame returns to itself"
-    elif caller.sp <= frame.sp:
-        return f"stack pointer did not grow ({frame.sp:#x} -> {caller.sp:#x})"
+    elif sp <= frame.sp:
+        return f"stack pointer did not grow ({frame.sp:#x} -> {sp:#x})"
     if caller.method in fallback.GUESSES:
         return fallback.refuse_guess(frame, caller, ctx)
     return None

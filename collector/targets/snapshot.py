@@ -18,7 +18,6 @@ from .vmread import open_mem, pread_exact
 PAGE = 4096
 LATE_PAGES = 1024       # pages read late kept for the reads after (4 MiB)
 _unpack = struct.Struct("<Q").unpack_from
-_WORDS: dict = {}   # count -> unpack_from of that many words
 
 
 class Snapshot:
@@ -73,16 +72,19 @@ class Snapshot:
             return _unpack(data, addr - page)[0]
         return read_u64(self, addr)
 
-    def words(self, addr: int, count: int) -> tuple[int, ...] | None:
-        """`count` words from `addr` if the copy last read holds them all,
-        else None (read them with read_u64)."""
-        start, last, data = self._hot
-        if start <= addr and addr + 8 * count - 8 <= last:
-            unpack = _WORDS.get(count)
-            if unpack is None:
-                unpack = _WORDS[count] = struct.Struct(f"<{count}Q").unpack_from
-            return unpack(data, addr - start)
-        return None
+    def copy_at(self, addr: int) -> tuple[int, int, bytes]:
+        """(start, end, data): the copy that holds `addr`, data from start
+        to end; where no copy holds it, the gap around it, with no data."""
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0:
+            start, data = self._regions[i]
+            if addr < start + len(data):
+                return start, start + len(data), data
+            low = start + len(data)
+        else:
+            low = 0
+        high = self._starts[i + 1] if i + 1 < len(self._starts) else 1 << 64
+        return low, high, b""
 
     def _read_live(self, addr: int, size: int) -> bytes | None:
         """From the running process: the page of a read within one page is

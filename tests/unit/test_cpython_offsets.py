@@ -3,7 +3,6 @@ DWARF of pyenv's builds (gdb evaluates offsetof and sizeof in each
 libpython), and the 3.13 _Py_DebugOffsets field positions likewise."""
 from __future__ import annotations
 
-import dataclasses
 import re
 import shutil
 import subprocess
@@ -79,7 +78,7 @@ def test_table_matches_dwarf(minor):
     got = dict(zip(want, gdb_values(_lib(minor), list(want.values()))))
     assert {k: getattr(layout, k) for k in want} == got
     # what the table leaves out is what that version does not have
-    absent = {f.name for f in dataclasses.fields(layout)} - set(want) - {"version"}
+    absent = set(layout._fields) - set(want) - {"version"}
     assert all(getattr(layout, k) is None for k in absent), absent
 
 

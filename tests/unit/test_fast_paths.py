@@ -1,7 +1,8 @@
 """The walk's fast paths give what the general ones give: a planned CFI row
-steps as the rule-by-rule step does, Snapshot.read_u64 and words read as
-read_u64(space, addr) does, and a late read is counted once per read even
-when its page is served from the page read before."""
+steps as the rule-by-rule step does (its words sliced from memory at hand
+or read one by one), Snapshot.read_u64 reads as read_u64(space, addr)
+does, and a late read is counted once per read even when its page is
+served from the page read before."""
 from __future__ import annotations
 
 import ctypes
@@ -33,9 +34,9 @@ def general(row: Row) -> Row:
     return twin
 
 
-def outcome(row, regs, space, words=None):
+def outcome(row, regs, space, stack=None):
     try:
-        return cfi.step(row, regs, lambda a: read_u64(space, a), words)
+        return cfi.step(row, regs, lambda a: read_u64(space, a), stack)
     except (MemoryFault, cfi.CfiError) as e:
         return type(e).__name__, str(e)
 
@@ -54,10 +55,11 @@ def test_planned_step_is_the_general_step(seed):
     row = Row(cfa, rules, rnd.choice([RIP, RIP, RBX]), False, 0, 0)
     expected = outcome(general(row), regs, space)
     assert outcome(row, regs, space) == expected
-    words = lambda addr, n: tuple(read_u64(space, addr + 8 * i) for i in range(n))  # noqa: E731
-    if isinstance(expected, tuple) and expected[0] == "MemoryFault":
-        return  # words() says None where a word is missing; read_u64 then raises as above
-    assert outcome(row, regs, space, words) == expected
+    data = space.blocks[BASE]
+    # the saved words sliced from the stack at hand, whole or in part (read_u64 reads the rest)
+    for stack in [(BASE, BASE + len(data), data), (BASE + 64, BASE + 256, data[64:256]),
+                  (0, 1 << 64, b"")]:
+        assert outcome(row, regs, space, stack) == expected
 
 
 def test_a_row_that_needs_the_general_step_is_not_planned():
@@ -90,13 +92,14 @@ def test_snapshot_read_u64_is_read_u64(addr):
         assert s.read_u64(addr) == want  # again, from the copy last read
 
 
-def test_words_come_from_the_copy_last_read_or_not_at_all():
+def test_copy_at_gives_the_copy_that_holds_an_address_or_the_gap_around_it():
     s = snapshot()
-    assert s.words(BASE, 2) is None         # no copy read yet
-    s.read_u64(BASE)
-    assert s.words(BASE + 8, 3) == tuple(read_u64(s, BASE + 8 + 8 * i) for i in range(3))
-    assert s.words(BASE + 1016, 2) is None  # runs past the copy
-    assert s.words(BASE + 4096, 1) is None  # another copy
+    data = bytes(range(256)) * 4
+    assert s.copy_at(BASE) == s.copy_at(BASE + 1023) == (BASE, BASE + 1024, data)
+    assert s.copy_at(BASE + 1024) == s.copy_at(BASE + 4095) == (BASE + 1024, BASE + 4096, b"")
+    assert s.copy_at(BASE + 4096 + 63) == (BASE + 4096, BASE + 4096 + 64, data[:64])
+    assert s.copy_at(BASE + 4096 + 64) == (BASE + 4096 + 64, 1 << 64, b"")
+    assert s.copy_at(BASE - 1) == (0, BASE, b"")
 
 
 def test_late_reads_of_one_page_are_each_counted():

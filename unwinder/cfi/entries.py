@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from .encoding import (MASK64, PE_INDIRECT, PE_OMIT, PE_UDATA4, PE_UDATA8, CfiError,
                        PointerBases, read_pointer, sleb, uleb)
@@ -13,29 +12,37 @@ _U64 = struct.Struct("<Q")
 _DEBUG_CIE_ID = {4: 0xFFFF_FFFF, 8: MASK64}
 
 
-@dataclass(slots=True, eq=False)
 class Cie:
-    offset: int
-    code_align: int
-    data_align: int
-    ra_reg: int
-    fde_enc: int
-    has_aug_data: bool      # 'z': every FDE carries an augmentation-data length
-    signal_frame: bool      # 'S'
-    segment_size: int
-    insn_start: int
-    insn_end: int
-    initial: object = field(default=None)  # the initial State, filled in by program.initial_state
+    __slots__ = ("offset", "code_align", "data_align", "ra_reg", "fde_enc", "has_aug_data",
+                 "signal_frame", "segment_size", "insn_start", "insn_end", "initial")
+
+    def __init__(self, offset: int, code_align: int, data_align: int, ra_reg: int, fde_enc: int,
+                 has_aug_data: bool, signal_frame: bool, segment_size: int, insn_start: int,
+                 insn_end: int, initial: object = None):
+        self.offset = offset
+        self.code_align = code_align
+        self.data_align = data_align
+        self.ra_reg = ra_reg
+        self.fde_enc = fde_enc
+        self.has_aug_data = has_aug_data    # 'z': every FDE carries an augmentation-data length
+        self.signal_frame = signal_frame    # 'S'
+        self.segment_size = segment_size
+        self.insn_start = insn_start
+        self.insn_end = insn_end
+        self.initial = initial  # the initial State, filled in by program.initial_state
 
 
-@dataclass(slots=True, eq=False)
 class Fde:
-    offset: int
-    cie: Cie
-    start: int
-    end: int
-    insn_start: int
-    insn_end: int
+    __slots__ = ("offset", "cie", "start", "end", "insn_start", "insn_end")
+
+    def __init__(self, offset: int, cie: Cie, start: int, end: int, insn_start: int,
+                 insn_end: int):
+        self.offset = offset
+        self.cie = cie
+        self.start = start
+        self.end = end
+        self.insn_start = insn_start
+        self.insn_end = insn_end
 
 
 def read_header(buf: bytes, off: int) -> tuple[int, int, int, int] | None:

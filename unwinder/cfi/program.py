@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from collections import namedtuple
 
 from .encoding import CfiError, PointerBases, read_pointer, sleb, uleb
 from .entries import Cie, Fde
@@ -16,16 +16,10 @@ EXPRESSION = "expression"          # saved at eval(E, [cfa])
 VAL_EXPRESSION = "val_expression"  # value is eval(E, [cfa])
 
 
-class Rule(NamedTuple):
-    kind: str
-    value: int | bytes | None = None
-
-
-class CfaRule(NamedTuple):
-    """reg+offset, or a DWARF expression when `expr` is set (then reg is -1)."""
-    reg: int
-    offset: int
-    expr: bytes | None = None
+# collections' named tuples, not typing's: typing costs milliseconds to import
+Rule = namedtuple("Rule", "kind value", defaults=(None,))   # value: int, bytes or None
+# reg+offset, or a DWARF expression when `expr` is set (then reg is -1)
+CfaRule = namedtuple("CfaRule", "reg offset expr", defaults=(None,))
 
 
 # One remember_state per byte of data could otherwise copy the rule set a million times.
@@ -39,10 +33,7 @@ _FACTORED = {0x05: (OFFSET, uleb, 1), 0x11: (OFFSET, sleb, 1), 0x2F: (OFFSET, ul
              0x14: (VAL_OFFSET, uleb, 1), 0x15: (VAL_OFFSET, sleb, 1)}
 
 
-class State(NamedTuple):
-    cfa: CfaRule | None
-    rules: dict[int, Rule]
-    args_size: int
+State = namedtuple("State", "cfa rules args_size")  # CfaRule | None, {reg: Rule}, int
 
 
 def initial_state(buf: bytes, cie: Cie, bases: PointerBases) -> State:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import bisect
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from ..regs import NAMES, R12, R13, R14, R15, RBP, RBX, RIP, RSP
 from .encoding import MASK64, PE_INDIRECT, PE_OMIT, CfiError, PointerBases, read_pointer
@@ -20,18 +19,38 @@ _CALLEE_SAVED = (RBX, RBP, R12, R13, R14, R15)
 _STEPPED = frozenset(_CALLEE_SAVED) | {RSP, RIP}
 
 
-@dataclass(frozen=True, slots=True)
 class Row:
-    cfa: CfaRule
-    rules: tuple[tuple[int, Rule], ...]
-    ra_reg: int
-    signal_frame: bool
-    fde_start: int
-    fde_end: int
-    args_size: int = 0
-    # step()'s plan for the usual row, CFA = reg + N and every rule "saved at
-    # CFA + N": (cfa reg, N, ((reg, N), ...), ra saved); False for any other
-    plan: tuple | bool | None = field(default=None, init=False, compare=False, repr=False)
+    """The rules at one pc (a plain class: dataclasses cost milliseconds to
+    import). `plan` is step()'s plan for the usual row, CFA = reg + N and
+    every rule "saved at CFA + N": (cfa reg, N, ((reg, N), ...), ra saved,
+    ra reg, the saved words as one slice or None); False for any other;
+    None: not made yet."""
+    __slots__ = ("cfa", "rules", "ra_reg", "signal_frame", "fde_start", "fde_end", "args_size",
+                 "plan")
+
+    def __init__(self, cfa: CfaRule, rules: tuple[tuple[int, Rule], ...], ra_reg: int,
+                 signal_frame: bool, fde_start: int, fde_end: int, args_size: int = 0):
+        self.cfa = cfa
+        self.rules = rules
+        self.ra_reg = ra_reg
+        self.signal_frame = signal_frame
+        self.fde_start = fde_start
+        self.fde_end = fde_end
+        self.args_size = args_size
+        self.plan: tuple | bool | None = None
+
+    def _key(self) -> tuple:
+        return (self.cfa, self.rules, self.ra_reg, self.signal_frame, self.fde_start,
+                self.fde_end, self.args_size)
+
+    def __eq__(self, other) -> bool:
+        return self._key() == other._key() if isinstance(other, Row) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Row{self._key()!r}"
 
 
 class CfiTable:
@@ -179,20 +198,52 @@ def _read_hdr(hdr: bytes, hdr_addr: int, eh_frame_addr: int, eh_size: int,
 
 
 def step(row: Row, regs: dict[int, int], read_u64: Callable[[int], int],
-         words: Callable[[int, int], tuple[int, ...] | None] | None = None
-         ) -> tuple[int, dict[int, int]]:
+         stack: tuple[int, int, bytes] | None = None) -> tuple[int, dict[int, int]]:
     """Apply `row` to the callee's known registers; return (cfa, caller registers).
 
     Unknown registers stay absent. A rule that needs an unknown register leaves
     its register unknown, except the CFA, whose failure is a CfiError. MemoryFault
-    from read_u64 propagates. `words(addr, n)`, if given, is n words at once
-    where the space has them at hand, else None (then read_u64 reads them).
+    from read_u64 propagates. `stack`, if given, is (start, end, data), memory
+    at hand from start (AddressSpace.copy_at): the saved registers are sliced
+    from data where it holds them all, else read_u64 reads them.
     """
     plan = row.plan
     if plan is None:
         plan = _plan(row)
-    if plan:
-        return _step_planned(plan, regs, read_u64, words)
+    if not plan:
+        return _step_general(row, regs, read_u64)
+    # the planned row: the general step's result, without its general case
+    cfa_reg, cfa_offset, saved, ra_saved, ra_reg, span = plan
+    base = regs.get(cfa_reg)
+    if base is None:
+        raise CfiError(f"cfa register {_name(cfa_reg)} unknown")
+    cfa = (base + cfa_offset) & MASK64
+    if regs.keys() <= _STEPPED:  # a caller a step made: nothing to leave out
+        caller = regs.copy()     # (its rip is replaced or dropped below)
+    else:
+        caller = {r: regs[r] for r in _CALLEE_SAVED if r in regs}
+    caller[RSP] = cfa
+    if span is not None and stack is not None:
+        low, size, unpack, slots = span
+        at = ((cfa + low) & MASK64) - stack[0]
+        got = unpack(stack[2], at) if 0 <= at <= len(stack[2]) - size else None
+    else:
+        got = None
+    if got is not None:
+        for reg, i in slots:
+            caller[reg] = got[i]
+    else:
+        for reg, offset in saved:
+            caller[reg] = read_u64((cfa + offset) & MASK64)
+    if ra_saved:
+        caller[RIP] = caller[ra_reg]
+    else:
+        caller.pop(RIP, None)  # no return address: the outermost frame
+    return cfa, caller
+
+
+def _step_general(row: Row, regs: dict[int, int], read_u64: Callable[[int], int]
+                  ) -> tuple[int, dict[int, int]]:
     cfa_rule = row.cfa
     if cfa_rule.expr is None:
         base = regs.get(cfa_rule.reg)
@@ -230,40 +281,15 @@ def _plan(row: Row) -> tuple | bool:
         offsets = [offset for _, offset in saved]
         low = min(offsets, default=0)
         count = (max(offsets, default=0) - low) // 8 + 1
-        # the saved words as one slice of the stack, when they are whole words apart
-        span = (low, count, tuple((reg, (offset - low) // 8) for reg, offset in saved)) \
+        # the saved words as one slice of the stack, when they are whole words
+        # apart: (lowest offset, bytes, their unpacker, (reg, word), ...))
+        span = (low, 8 * count, struct.Struct(f"<{count}Q").unpack_from,
+                tuple((reg, (offset - low) // 8) for reg, offset in saved)) \
             if saved and count <= 32 and all((o - low) % 8 == 0 for o in offsets) else None
         plan = (row.cfa.reg, row.cfa.offset, saved, any(reg == row.ra_reg for reg, _ in saved),
                 row.ra_reg, span)
-    object.__setattr__(row, "plan", plan)  # a cache on a frozen row, as its __init__ sets fields
+    row.plan = plan
     return plan
-
-
-def _step_planned(plan: tuple, regs: dict[int, int], read_u64: Callable[[int], int],
-                  words) -> tuple[int, dict[int, int]]:
-    """step() for a planned row: the same result, without its general case."""
-    cfa_reg, cfa_offset, saved, ra_saved, ra_reg, span = plan
-    base = regs.get(cfa_reg)
-    if base is None:
-        raise CfiError(f"cfa register {_name(cfa_reg)} unknown")
-    cfa = (base + cfa_offset) & MASK64
-    if regs.keys() <= _STEPPED:  # a caller a step made: nothing to leave out
-        caller = regs.copy()     # (its rip is replaced or dropped below)
-    else:
-        caller = {r: regs[r] for r in _CALLEE_SAVED if r in regs}
-    caller[RSP] = cfa
-    got = words((cfa + span[0]) & MASK64, span[1]) if words and span else None
-    if got is not None:
-        for reg, i in span[2]:
-            caller[reg] = got[i]
-    else:
-        for reg, offset in saved:
-            caller[reg] = read_u64((cfa + offset) & MASK64)
-    if ra_saved:
-        caller[RIP] = caller[ra_reg]
-    else:
-        caller.pop(RIP, None)  # no return address: the outermost frame
-    return cfa, caller
 
 
 def _apply(reg: int, rule: Rule, cfa: int, regs: dict[int, int],

@@ -14,7 +14,6 @@ changed the state, as an IA-64 epilogue pops prologue regions.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 
 from ..cfi import EXPRESSION, OFFSET, REGISTER, CfaRule, CfiError, CfiTable, Row, Rule
 from ..cfi.encoding import PointerBases
@@ -82,10 +81,13 @@ def libunwind(space: AddressSpace, head: int, errors: list[str]) -> list[Module]
     return out
 
 
-@dataclass
 class Region:
-    insn_count: int
-    ops: list[tuple[int, int, int, int]]   # (when, tag, reg, val), sorted by when
+    """Plain classes, not dataclasses: those cost milliseconds to import."""
+    __slots__ = ("insn_count", "ops")
+
+    def __init__(self, insn_count: int, ops: list[tuple[int, int, int, int]]):
+        self.insn_count = insn_count
+        self.ops = ops  # (when, tag, reg, val), sorted by when
 
 
 def _regions(space: AddressSpace, addr: int) -> list[Region]:
@@ -104,11 +106,13 @@ def _regions(space: AddressSpace, addr: int) -> list[Region]:
     return out
 
 
-@dataclass
 class _State:
-    cfa_reg: int = RSP
-    cfa_off: int = 8
-    rules: dict[int, Rule] = field(default_factory=lambda: {RIP: Rule(OFFSET, -8)})
+    __slots__ = ("cfa_reg", "cfa_off", "rules")
+
+    def __init__(self, cfa_reg: int = RSP, cfa_off: int = 8, rules: dict[int, Rule] | None = None):
+        self.cfa_reg = cfa_reg
+        self.cfa_off = cfa_off
+        self.rules = {RIP: Rule(OFFSET, -8)} if rules is None else rules
 
     def copy(self) -> _State:
         return _State(self.cfa_reg, self.cfa_off, dict(self.rules))

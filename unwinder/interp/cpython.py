@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import struct
-from dataclasses import dataclass, field
 
 from ..dynamic import symbol_values
 from ..elf import ElfError
@@ -36,24 +35,36 @@ PTHREAD_SCAN = 0x800        # bytes of a glibc struct pthread searched for its t
 SYMBOLS = ("_PyRuntime", "Py_Version", "PyCode_Type", "PyUnicode_Type")
 
 
-@dataclass
 class PyFrame:
-    function: str | None
-    file: str | None
-    line: int | None
-    entry: bool = False     # the first frame its C eval call ran (the outermost of its group)
+    """Plain classes, not dataclasses: those cost milliseconds to import."""
+    __slots__ = ("function", "file", "line", "entry")
+
+    def __init__(self, function: str | None, file: str | None, line: int | None,
+                 entry: bool = False):
+        self.function = function
+        self.file = file
+        self.line = line
+        self.entry = entry  # the first frame its C eval call ran (the outermost of its group)
+
+    def __repr__(self) -> str:
+        return f"PyFrame({self.function!r}, {self.file!r}, {self.line!r}, entry={self.entry})"
 
 
-@dataclass
 class PyStack:
-    frames: list[PyFrame] = field(default_factory=list)
-    error: str | None = None
+    __slots__ = ("frames", "error")
+
+    def __init__(self, frames: list[PyFrame] | None = None, error: str | None = None):
+        self.frames = [] if frames is None else frames
+        self.error = error
 
 
-@dataclass
 class Found:
-    stacks: dict[int, PyStack] = field(default_factory=dict)   # by OS tid
-    errors: list[str] = field(default_factory=list)
+    __slots__ = ("stacks", "errors")
+
+    def __init__(self, stacks: dict[int, PyStack] | None = None,
+                 errors: list[str] | None = None):
+        self.stacks = {} if stacks is None else stacks     # by OS tid
+        self.errors = [] if errors is None else errors
 
 
 class PythonError(Exception):

@@ -38,36 +38,20 @@ Field meanings:
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, replace
+from collections import namedtuple
 
 DEBUG_COOKIE = b"xdebugpy"
 FRAME_OWNED_BY_CSTACK = 3
 
 
-@dataclass(frozen=True)
-class Layout:
-    version: tuple[int, int]
-    runtime_interpreters: int
-    interp_next: int
-    interp_threads: int
-    tstate_next: int
-    tstate_frame: int
-    tstate_thread_id: int
-    tstate_native_id: int | None
-    cframe_frame: int | None
-    frame_previous: int
-    frame_code: int
-    frame_lasti: int
-    frame_is_entry: int | None
-    frame_owner: int | None
-    code_filename: int
-    code_name: int
-    code_qualname: int | None
-    code_firstlineno: int
-    code_linetable: int       # co_lnotab in 3.8-3.9
-    code_adaptive: int | None
-    ascii_size: int
-    compact_size: int
+# a named tuple, not a dataclass: dataclasses (and inspect) cost milliseconds to import
+class Layout(namedtuple("Layout", (
+        "version runtime_interpreters interp_next interp_threads tstate_next tstate_frame "
+        "tstate_thread_id tstate_native_id cframe_frame frame_previous frame_code frame_lasti "
+        "frame_is_entry frame_owner code_filename code_name code_qualname code_firstlineno "
+        "code_linetable code_adaptive ascii_size compact_size"))):
+    """code_linetable: co_lnotab in 3.8-3.9; None: not in that version."""
+    __slots__ = ()
 
     @property
     def frame_objects(self) -> bool:
@@ -82,16 +66,16 @@ _38 = Layout(
     frame_lasti=104, frame_is_entry=None, frame_owner=None, code_filename=104,
     code_name=112, code_qualname=None, code_firstlineno=40, code_linetable=120,
     code_adaptive=None, ascii_size=48, compact_size=72)
-_39 = replace(_38, version=(3, 9))
-_310 = replace(_39, version=(3, 10), frame_lasti=96)
-_311 = replace(
-    _310, version=(3, 11), runtime_interpreters=40, interp_threads=16,
+_39 = _38._replace(version=(3, 9))
+_310 = _39._replace(version=(3, 10), frame_lasti=96)
+_311 = _310._replace(
+    version=(3, 11), runtime_interpreters=40, interp_threads=16,
     tstate_frame=56, tstate_thread_id=152, tstate_native_id=160, cframe_frame=8,
     frame_previous=48, frame_code=32, frame_lasti=56, frame_is_entry=68, frame_owner=69,
     code_filename=112, code_name=120, code_qualname=128, code_firstlineno=72,
     code_linetable=136, code_adaptive=184)
-_312 = replace(
-    _311, version=(3, 12), interp_threads=72, tstate_thread_id=136,
+_312 = _311._replace(
+    version=(3, 12), interp_threads=72, tstate_thread_id=136,
     tstate_native_id=144, cframe_frame=0, frame_previous=8, frame_code=0, frame_is_entry=None,
     frame_owner=70, code_firstlineno=68, code_adaptive=192, ascii_size=40, compact_size=56)
 
