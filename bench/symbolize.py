@@ -77,8 +77,10 @@ def main() -> None:
             pid = str(target.pid)
             bare = Path(d) / "report.json"
             bare.write_text(wall_ms([sys.executable, "-m", "collector", "attach", "--no-service",
-                                     "--symbolize-budget", "0", pid])[1])
-            cached_env = {**ENV, "STATE_DIRECTORY": str(Path(d) / "state")}
+                                     "--symbolize-budget", "0", pid],
+                                    {**ENV, "COLLECTOR_STATE_DIR": tempfile.mkdtemp(dir=d)})[1])
+            state = str(Path(d) / "state")  # the cached rows' state directory, attach's too
+            cached_env = {**ENV, "STATE_DIRECTORY": state, "COLLECTOR_STATE_DIR": state}
             symbolize = [sys.executable, "-c", SYMBOLIZE, str(bare)]
             attach_argv = [sys.executable, "-m", "collector", "attach", "--no-service", pid]
             wall_ms(symbolize, cached_env)  # fills the disk cache
@@ -88,7 +90,9 @@ def main() -> None:
                 eu_inline.append(wall_ms(["eu-stack", "-s", "-i", "-p", pid])[0])
                 runs.append(wall_ms(symbolize)[1].split())
                 runs_cached.append(wall_ms(symbolize, cached_env)[1].split())
-                attach.append(wall_ms(attach_argv)[0])
+                # a fresh state directory: no store, nor disk cache, of an earlier run
+                attach.append(wall_ms(attach_argv, {**ENV, "COLLECTOR_STATE_DIR":
+                                                    tempfile.mkdtemp(dir=d)})[0])
                 attach_cached.append(wall_ms(attach_argv, cached_env)[0])
         finally:
             target.kill()
