@@ -107,8 +107,8 @@ class Image:
 
     @property
     def lines(self):
-        """DwarfLines from the file itself or its debug file, or None.
-        pyelftools is imported only here, when some module has DWARF."""
+        """DwarfLines from the file itself or its debug file, or None
+        (the DWARF reader is imported only here, when some module has DWARF)."""
         if self._lines is False:
             self._lines = None
             for elf in (self.elf, self._debug_elf()):

@@ -5,7 +5,7 @@ pyelftools decodes each opcode through construct and copies its whole state
 per row (~60 us a row: 2.7 s for the few units a Rust program's stack
 touches, its std's tables being large); only address, file, line and column
 matter for a lookup, and this loop keeps only those (~1 us a row). The
-header (file and directory tables) still comes from pyelftools.
+header (file and directory tables) is dwarf.LineHeader.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ _END_SEQUENCE, _SET_ADDRESS = 1, 2
 
 def decode(data: bytes, start: int, end: int, header) -> list[tuple[int, tuple | None]]:
     """(address, (file, line, column)) per row, in program order; None for a
-    row that ends a sequence. `header` is pyelftools' parsed program header.
+    row that ends a sequence. `header`: the program's header (dwarf.LineHeader).
     Raises IndexError on a truncated program (LebError on a bad LEB128)."""
     min_len = header["minimum_instruction_length"]
     line_base, line_range = header["line_base"], header["line_range"]
