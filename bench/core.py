@@ -103,7 +103,8 @@ import resource, subprocess, sys
 pid = next((a[2:] for a in sys.argv if a.startswith("P=")), "0")
 args = [{sys.executable!r}, "-m", "collector", "core", "--symbolize-budget", "0"]
 args += ["--output", f"{d}/{{pid}}.json"] + sys.argv[1:]
-subprocess.call(args, close_fds=False, env={{"PYTHONPATH": {str(REPO)!r}}})
+subprocess.call(args, close_fds=False, env={{"PYTHONPATH": {str(REPO)!r},
+                                            "COLLECTOR_STATE_DIR": {str(d / "state")!r}}})
 rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 open(f"{d}/{{pid}}.rss", "w").write(str(rss))
 """)
