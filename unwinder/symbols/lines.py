@@ -67,7 +67,8 @@ class DwarfLines:
         self._dwarf.info.all()
         for name in SECTIONS:
             self._dwarf.section(name).all()
-        self._unit_at(0)  # and the address -> unit index
+        if self._aranges is False:  # and the address -> unit index
+            self._aranges = _aranges(self.elf)
 
     @property
     def fresh(self) -> bool:
