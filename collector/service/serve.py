@@ -350,6 +350,7 @@ def serve(args, cli) -> None:
     preload()  # once, for every handler and worker forked from here
     clients.preload()
     warm(args.outlet.images)
+    gc.freeze()  # what start-up made lives as long as the service: no collection looks at it
 
     def stop(signum, frame):
         raise Shutdown()
