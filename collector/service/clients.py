@@ -104,9 +104,10 @@ def command_args(message: dict, fds: list[int], parser):
     if not isinstance(argv, list) or len(argv) > MAX_ARGS or \
             not all(isinstance(a, str) for a in argv):
         raise errors.UsageError("the request's argv is not a list of strings")
-    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                            for k, v in env.items()):
-        raise errors.UsageError("the request's env is not an object of strings")
+    if not isinstance(env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and k and "=" not in k
+            and "\0" not in k + v for k, v in env.items()):
+        raise errors.UsageError("the request's env is not an environment")
     if isinstance(umask, bool) or not isinstance(umask, int) or not 0 <= umask <= 0o777:
         raise errors.UsageError("the request's umask is not one")
     if len(fds) != 3:
@@ -144,8 +145,8 @@ def deliver_as(asker: Peer, args, message: dict, fds: list[int], report: dict, r
     """In a child of the service: become the client (its ids, groups,
     directory, umask, environment, stdout and stderr), then deliver the
     report as `collector attach` there would (`run`: cli.run, with the
-    command line `args` the service parsed); its exit status. Raises OSError if it cannot become the client: nothing is
-    delivered as root."""
+    command line `args` the service parsed); its exit status. Raises
+    OSError if it cannot become the client: nothing is delivered as root."""
     stdout, stderr, cwd = fds
     if asker.uid != 0:
         status = procfs.status(asker.pid)

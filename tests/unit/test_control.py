@@ -71,7 +71,8 @@ def test_a_command_line_is_checked_and_parsed():
     args, answer = command(["attach", "--help"])
     assert args is None and answer["exit"] == 0 and "usage: collector attach" in answer["stdout"]
     for bad in ({"argv": [42]}, {"argv": "attach 42"}, {"argv": ["x"] * 257},
-                {"env": {"A": 1}}, {"env": []}, {"umask": 0o1000}, {"umask": True},
+                {"env": {"A": 1}}, {"env": []}, {"env": {"A=B": "c"}}, {"env": {"": "c"}},
+                {"env": {"A": "b\0c"}}, {"umask": 0o1000}, {"umask": True},
                 {"fds": (1, 2)}):
         given = {"argv": ["attach", "42"], "env": None, "umask": 0o022, "fds": (1, 2, 3), **bad}
         with pytest.raises(errors.UsageError):
