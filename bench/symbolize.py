@@ -10,7 +10,7 @@ threads, their std's large debug info; --threads and --depth do not apply).
 
 Prints medians (ms) of `eu-stack -s`, `eu-stack -s -i` and of symbolizing the same process's
 report two ways, each in a fresh interpreter: `symbolize_ms` as the report's
-timings.symbolize_ms says (all symbolization work, pyelftools' import
+timings.symbolize_ms says (all symbolization work, the DWARF reader's import
 included: what `collector attach` adds), and `symbolize_cold_ms` with the
 collector's own imports and reading the JSON report too (what
 `collector symbolize` costs, less interpreter start-up); `*_cached_ms`: the
