@@ -93,7 +93,7 @@ def preload() -> None:
         importlib.import_module(name)
 
 
-def command_args(message: dict, fds: list[int], parser):
+def command_args(message: dict, parser):
     """(parsed arguments, None) of a command line the service runs itself
     (`parser`: cli.parser), or (None, the answer): the parser's own output
     and exit status (--help, a usage error), or {"local": true} for what the
@@ -110,8 +110,6 @@ def command_args(message: dict, fds: list[int], parser):
         raise errors.UsageError("the request's env is not an environment")
     if isinstance(umask, bool) or not isinstance(umask, int) or not 0 <= umask <= 0o777:
         raise errors.UsageError("the request's umask is not one")
-    if len(fds) != 3:
-        raise errors.UsageError("a command comes with its stdout, stderr and directory")
     out, err = io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -124,6 +122,17 @@ def command_args(message: dict, fds: list[int], parser):
             args.symbolize_budget > control.MAX_BUDGET:
         return None, {"local": True}
     return args, None
+
+
+def command_fds(conn: socket.socket) -> list[int]:
+    """The client's stdout, stderr and directory, which it sends once told
+    the command started (ValueError, OSError: a client that does not)."""
+    message, fds = control.receive(conn, control.MAX_REQUEST)
+    if message.get("op") != "fds" or len(fds) != 3:
+        for fd in fds:
+            os.close(fd)
+        raise ValueError("a command's descriptors are its stdout, stderr and directory")
+    return fds
 
 
 def take_attach(args, asker: Peer, outlet, keep_images: int) -> dict:

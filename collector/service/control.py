@@ -1,12 +1,14 @@
 """The service's control socket: one request per connection, a length-framed
 JSON message each way, file descriptors alongside (SCM_RIGHTS).
 
-- {"op": "command", "argv": [...], "env": {...}, "umask": N} with the
-  client's stdout, stderr and working directory: the service runs the
-  command line (`attach`) with its warm caches and delivers the report as
-  the client, in the client's name, and answers {"exit": N} (and
-  "stdout"/"stderr" text to write, e.g. a usage error), or {"local": true}:
-  the client does it itself.
+- {"op": "command", "argv": [...], "env": {...}, "umask": N}: the service
+  runs the command line (`attach`) with its warm caches and delivers the
+  report as the client, in the client's name. It answers {"started": true}
+  when it begins (within START_TIMEOUT), and the client then sends {"op":
+  "fds"} with its stdout, stderr and working directory (so that a service
+  that never starts holds none of them: a pipe would not end); then the
+  answer is {"exit": N}. Or at once {"exit": N, "stdout"/"stderr": text}
+  (a usage error, --help), or {"local": true}: the client does it itself.
 - {"op": "core", "kernel": {...}, "errors": [...]} with the core's pipe (and
   the kernel's pidfd, if any): the pipe handler hands its core over and the
   service answers {"taken": true} once a child of its own owns it.
@@ -34,6 +36,10 @@ MAX_REQUEST = 64 << 10
 MAX_ANSWER = 1 << 20
 MAX_FDS = 3
 CONNECT_TIMEOUT = 1.0
+# A command is answered {"started": true} once the service begins it: a
+# service that is busy with another, stopped or hung leaves the client to do
+# the work itself after START_TIMEOUT, rather than waiting out the answer's.
+START_TIMEOUT = 3.0
 ANSWER_TIMEOUT = 300.0  # seconds: the stop, symbolization and delivery (sinks, spool)
 # The service serves attach requests one at a time, between the kernel's
 # cores: a request that may take longer is done by the client itself.
@@ -56,26 +62,39 @@ def send(sock, message: dict, fds: tuple[int, ...] = ()) -> None:
 
 
 def receive(sock, limit: int) -> tuple[dict, list[int]]:
-    """One message and the fds that came with it. Raises ValueError for a
-    message that is not one (too long, not JSON, cut short)."""
+    """One message and the fds that came with it, and not a byte of what
+    follows it. Raises ValueError for a message that is not one (too long,
+    not JSON, cut short)."""
     fds: list[int] = []
-    head, more = _recv(sock, HEADER.size, fds)
-    (size,) = HEADER.unpack(head)
-    if size > limit:
+    space = socket.CMSG_SPACE(MAX_FDS * FD.size)
+    head, ancillary, flags, _ = sock.recvmsg(HEADER.size, space)
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.extend(fd for fd, in FD.iter_unpack(payload[:len(payload) - len(payload) % FD.size]))
+    if flags & socket.MSG_CTRUNC:
         _close(fds)
-        raise ValueError(f"a message of {size} bytes (at most {limit})")
-    body = bytearray(more)
-    while len(body) < size:
-        chunk = sock.recv(min(size - len(body), 1 << 20))
-        if not chunk:
-            _close(fds)
-            raise ValueError("the message was cut short")
-        body += chunk
-    message = loads(body)
-    if not isinstance(message, dict):
+        raise ValueError("more descriptors than a request takes")
+    try:
+        (size,) = HEADER.unpack(_exactly(sock, HEADER.size, head))
+        if size > limit:
+            raise ValueError(f"a message of {size} bytes (at most {limit})")
+        message = loads(_exactly(sock, size, b""))
+        if not isinstance(message, dict):
+            raise ValueError("the message is not a JSON object")
+    except BaseException:
         _close(fds)
-        raise ValueError("the message is not a JSON object")
+        raise
     return message, fds
+
+
+def _exactly(sock, n: int, got: bytes) -> bytes:
+    data = bytearray(got)
+    while len(data) < n:
+        chunk = sock.recv(min(n - len(data), 1 << 20))
+        if not chunk:
+            raise ValueError("the message was cut short")
+        data += chunk
+    return bytes(data)
 
 
 def dumps(value) -> str:
@@ -119,33 +138,17 @@ def loads(body: bytes | bytearray):
     return value if not text[end:].strip() else None
 
 
-def _recv(sock, n: int, fds: list[int]) -> tuple[bytes, bytes]:
-    """The first n bytes (and what arrived after them in the same read)."""
-    space = socket.CMSG_SPACE(MAX_FDS * FD.size)
-    data, ancillary, flags, _ = sock.recvmsg(1 << 16, space)
-    for level, kind, payload in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.extend(fd for fd, in FD.iter_unpack(payload[:len(payload) - len(payload) % FD.size]))
-    if flags & socket.MSG_CTRUNC:
-        _close(fds)
-        raise ValueError("more descriptors than a request takes")
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            _close(fds)
-            raise ValueError("the message was cut short")
-        data += chunk
-    return data[:n], data[n:]
-
-
 def _close(fds: list[int]) -> None:
     for fd in fds:
         os.close(fd)
     fds.clear()
 
 
-def ask(where: str, message: dict, fds: tuple[int, ...] = (), timeout: float | None = None) -> dict:
-    """The service's answer; Unavailable if it cannot be asked."""
+def ask(where: str, message: dict, fds: tuple[int, ...] = (), timeout: float | None = None,
+        then: float | None = None, follow: tuple[dict, tuple[int, ...]] | None = None) -> dict:
+    """The service's answer; Unavailable if it cannot be asked. Once the
+    service says {"started": true} within `timeout`, `follow` (a message
+    and its fds) is sent, and the answer may take `then`."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.settimeout(CONNECT_TIMEOUT)
@@ -157,6 +160,10 @@ def ask(where: str, message: dict, fds: tuple[int, ...] = (), timeout: float | N
         try:
             send(sock, message, fds)
             answer, extra = receive(sock, MAX_ANSWER)
+            if follow is not None and answer.get("started") is True and not extra:
+                send(sock, *follow)
+                sock.settimeout(then)
+                answer, extra = receive(sock, MAX_ANSWER)
         except (OSError, ValueError) as e:
             raise Unavailable(f"{where}: no answer: {e}") from None
         _close(extra)
@@ -177,7 +184,8 @@ def forward(where: str, argv: list[str]) -> int | None:
         return None
     try:
         answer = ask(where, {"op": "command", "argv": argv, "env": dict(os.environ),
-                             "umask": mask}, (1, 2, cwd), timeout=ANSWER_TIMEOUT)
+                             "umask": mask}, timeout=START_TIMEOUT, then=ANSWER_TIMEOUT,
+                     follow=({"op": "fds"}, (1, 2, cwd)))
     except Unavailable:
         return None
     finally:

@@ -258,7 +258,9 @@ class Service:
                 return
             if message.get("op") != "command":
                 raise HandlerError(f"no such request: {str(message.get('op'))[:40]!r}")
-            answer = self.command(conn, message, fds, asker)
+            if fds:
+                raise HandlerError("a command comes without descriptors, then sends them")
+            answer = self.command(conn, message, asker)
             if answer is None:  # a child of ours answers it
                 conn.close()
                 return
@@ -272,14 +274,17 @@ class Service:
                 os.close(fd)
         self.answer(conn, answer)
 
-    def command(self, conn: socket.socket, message: dict, fds: list[int], asker) -> dict | None:
+    def command(self, conn: socket.socket, message: dict, asker) -> dict | None:
         """A client's `attach`: the report made here, with the warm caches
         (one at a time), then delivered by a child that becomes the client
-        and answers it (None); or the answer to send."""
-        args, answer = clients.command_args(message, fds, self.cli.parser)
+        and answers it (None); or the answer to send. The client's stdout,
+        stderr and directory come only once it is told the command started:
+        a service that never starts it holds none of them."""
+        args, answer = clients.command_args(message, self.cli.parser)
         if args is None:
             return answer
         s = self.args.service
+        control.send(conn, {"started": True})  # an OSError: a client gone, a bad request
         try:
             report = clients.take_attach(args, asker, self.args.outlet, s["cache_images"])
         except CollectorError as e:
@@ -290,9 +295,14 @@ class Service:
         finally:
             if _rss() > s["cache_memory"]:
                 self.args.outlet.images.begin(self.args.outlet.images.held // 2)
-        log(f"pid {args.pid}: report for pid {asker.pid} (uid {asker.uid})")
-        self.fork(lambda: _deliver(conn, asker, args, message, fds, report, self.cli.run),
-                  keep=(conn.fileno(), *fds))
+        fds = clients.command_fds(conn)
+        try:
+            log(f"pid {args.pid}: report for pid {asker.pid} (uid {asker.uid})")
+            self.fork(lambda: _deliver(conn, asker, args, message, fds, report, self.cli.run),
+                      keep=(conn.fileno(), *fds))
+        finally:
+            for fd in fds:
+                os.close(fd)
         return None
 
     @staticmethod

@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from collector.service import control
 from collector.service.pipe import KERNEL_ARGS
 
 from .corepattern import (_core_limit, can_own, crash, crashed_thread, handler_script,
@@ -141,27 +142,37 @@ def test_a_client_may_ask_only_for_what_it_could_trace(builder, spawn, service, 
 
 
 def test_attach_without_a_service(builder, spawn, tmp_path):
-    """No socket, a socket file nobody listens on, a server that hangs up:
-    the attach is done in-process, as if there were no service."""
+    """No socket, a socket file nobody listens on, a server that hangs up,
+    one that never answers (a service stopped or hung): the attach is done
+    in-process, as if there were no service, the last after START_TIMEOUT."""
     t = spawn(builder.build("chain.c"), "1")
     stale = tmp_path / "stale.sock"
     s = socket.socket(socket.AF_UNIX)
     s.bind(str(stale))
     s.close()
-    rude = socket.socket(socket.AF_UNIX)
-    rude.bind(str(tmp_path / "rude.sock"))
-    rude.listen(4)
+    servers, held = {}, []
+    for name in ("rude", "mute"):
+        servers[name] = socket.socket(socket.AF_UNIX)
+        servers[name].bind(str(tmp_path / f"{name}.sock"))
+        servers[name].listen(4)
     try:
-        for where in (tmp_path / "none.sock", stale, tmp_path / "rude.sock", ""):
+        for where in (tmp_path / "none.sock", stale, tmp_path / "rude.sock",
+                      tmp_path / "mute.sock", ""):
             env = dict(collector_env(), COLLECTOR_CONTROL=str(where))
             if where == tmp_path / "rude.sock":  # accepts, then closes unanswered
-                threading.Thread(target=lambda: rude.accept()[0].close(), daemon=True).start()
+                threading.Thread(target=lambda: servers["rude"].accept()[0].close(),
+                                 daemon=True).start()
+            if where == tmp_path / "mute.sock":  # accepts, and keeps the client waiting
+                threading.Thread(target=lambda: held.append(servers["mute"].accept()[0]),
+                                 daemon=True).start()
             r = run_command(collector_argv("attach", t.pid), env=env)
             assert r.rc == 0, f"{where}: {r}"
             assert "service" not in r.report["timings"], where
             assert any("main" in n for n in frame_names(r.report).values())
+            assert r.wall_s < control.START_TIMEOUT + 20, where
     finally:
-        rude.close()
+        for sock in (*servers.values(), *held):
+            sock.close()
 
 
 def test_the_service_outlives_bad_clients(builder, spawn, service):
@@ -206,6 +217,10 @@ def test_the_service_outlives_bad_clients(builder, spawn, service):
         os.close(w)
     assert b"not a list of strings" in talk(message({"op": "command", "argv": [t.pid],
                                                      "env": {}, "umask": 0}))
+    # started, but the client never sends its stdout, stderr and directory
+    said = talk(message({"op": "command", "argv": ["attach", str(t.pid)], "env": {},
+                         "umask": 0}))
+    assert b'"started":true' in said and b"bad request" in said, said
     ok = run_command(collector_argv("attach", t.pid),
                      env=dict(collector_env(), COLLECTOR_CONTROL=str(where)))
     assert ok.rc == 0 and ok.report["timings"].get("service") is True, serving.text()

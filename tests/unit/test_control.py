@@ -55,9 +55,9 @@ def test_what_is_not_a_message_is_refused(raw, why):
         b.close()
 
 
-def command(argv, env=None, umask=0o022, fds=(1, 2, 3)):
+def command(argv, env=None, umask=0o022):
     return clients.command_args({"argv": argv, "env": {} if env is None else env,
-                                 "umask": umask}, list(fds), cli.parser)
+                                 "umask": umask}, cli.parser)
 
 
 def test_a_command_line_is_checked_and_parsed():
@@ -72,9 +72,8 @@ def test_a_command_line_is_checked_and_parsed():
     assert args is None and answer["exit"] == 0 and "usage: collector attach" in answer["stdout"]
     for bad in ({"argv": [42]}, {"argv": "attach 42"}, {"argv": ["x"] * 257},
                 {"env": {"A": 1}}, {"env": []}, {"env": {"A=B": "c"}}, {"env": {"": "c"}},
-                {"env": {"A": "b\0c"}}, {"umask": 0o1000}, {"umask": True},
-                {"fds": (1, 2)}):
-        given = {"argv": ["attach", "42"], "env": None, "umask": 0o022, "fds": (1, 2, 3), **bad}
+                {"env": {"A": "b\0c"}}, {"umask": 0o1000}, {"umask": True}):
+        given = {"argv": ["attach", "42"], "env": None, "umask": 0o022, **bad}
         with pytest.raises(errors.UsageError):
             command(**given)
 
