@@ -149,14 +149,23 @@ def module_dict(module: Module) -> dict:
     return out
 
 
+def random_uuid() -> str:
+    """A random (version 4, RFC 4122 variant) UUID, as uuid.uuid4 makes one:
+    the uuid module imports platform, 1.5 ms of a cold report."""
+    b = bytearray(os.urandom(16))
+    b[6] = b[6] & 0x0F | 0x40
+    b[8] = b[8] & 0x3F | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def build(source: str, process: dict, threads: list[dict], modules: list[Module],
           stopped_at: float, timings: dict, errors: list[str], snapshot: dict) -> dict:
     import datetime  # here, not before the capture (process_info)
-    import uuid
     uname = os.uname()
     return {
         "schema_version": SCHEMA_VERSION,
-        "report_id": str(uuid.uuid4()),
+        "report_id": random_uuid(),
         "collector": {"version": __version__},
         "time": datetime.datetime.fromtimestamp(stopped_at, datetime.timezone.utc)
                 .isoformat(timespec="milliseconds").replace("+00:00", "Z"),

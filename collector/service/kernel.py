@@ -24,7 +24,7 @@ from ..worker import Limits, identity, run
 # What the worker imports after the fork (lazily elsewhere), imported before
 # it, as root: the worker reads no code from disk, which its user may not
 # even be able to (an interpreter under /root).
-WORKER_MODULES = ("collector.symbolize", "unwinder.symbols.lines", "zstandard", "lzma", "uuid",
+WORKER_MODULES = ("collector.symbolize", "unwinder.symbols.lines", "zstandard", "lzma",
                   "datetime", "json", "traceback")
 # What storm control's early decision imports (service/early.py): in the
 # service, before the fork, so a suppressed crash costs no import.
