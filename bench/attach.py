@@ -61,7 +61,8 @@ CACHED = "disk cache filled"
 def tool_env(state: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["COLLECTOR_CONTROL"] = CONTROL["path"]
-    env["COLLECTOR_STATE_DIR"] = state or tempfile.mkdtemp(dir=STATE["dir"])
+    # never the current directory (mkdtemp's for dir=""), whoever calls
+    env["COLLECTOR_STATE_DIR"] = state or tempfile.mkdtemp(dir=STATE["dir"] or None)
     env.pop("DEBUGINFOD_URLS", None)  # never let gdb/eu-stack go to the network
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     return env

@@ -79,7 +79,7 @@ def main(argv=None) -> int:
             pid = str(target.pid)
             tools = {}
             for tree in trees:
-                env = tool_env()
+                env = tool_env(str(tmp))  # the store of every run here, not the machine's
                 env["PYTHONPATH"] = str(tree)
                 # run from the tree: `-m` looks in the current directory first
                 tools[f"collector ({tree})"] = (
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
                 subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "collector"),
                                 str(tree / "unwinder")], check=False, stdout=subprocess.DEVNULL)
             if shutil.which("eu-stack"):
-                tools["eu-stack"] = (["eu-stack", "-p", pid], tool_env(), "/")
+                tools["eu-stack"] = (["eu-stack", "-p", pid], tool_env(str(tmp)), "/")
             got: dict[str, list[dict]] = {name: [] for name in tools}
             for rnd in range(args.runs + 1):
                 for name, (cmd, env, cwd) in tools.items():

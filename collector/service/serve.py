@@ -283,27 +283,35 @@ class Service:
         args, answer = clients.command_args(message, self.cli.parser)
         if args is None:
             return answer
-        s = self.args.service
         control.send(conn, {"started": True})  # an OSError: a client gone, a bad request
+        fds = clients.command_fds(conn)  # sent at once: read before any answer can be
         try:
-            report = clients.take_attach(args, asker, self.args.outlet, s["cache_images"])
-        except CollectorError as e:
-            return {"exit": e.exit_code, "stderr": f"collector: {e}\n"}
-        except Exception as e:  # a bug in us: the client does the work itself
-            log(f"attach failed: internal error: {type(e).__name__}: {e}")
-            return {"local": True}
-        finally:
-            if _rss() > s["cache_memory"]:
-                self.args.outlet.images.begin(self.args.outlet.images.held // 2)
-        fds = clients.command_fds(conn)
-        try:
+            report, answer = self.take(args, asker)
+            if answer is not None:
+                return answer
             log(f"pid {args.pid}: report for pid {asker.pid} (uid {asker.uid})")
             self.fork(lambda: _deliver(conn, asker, args, message, fds, report, self.cli.run),
-                      keep=(conn.fileno(), *fds))
+                      what="a client")
+            return None
         finally:
             for fd in fds:
                 os.close(fd)
-        return None
+
+    def take(self, args, asker) -> tuple[dict | None, dict | None]:
+        """(the report, None), or (None, the answer instead): an error said
+        as the command would say it, or a bug in us (the client does it
+        itself)."""
+        s = self.args.service
+        try:
+            return clients.take_attach(args, asker, self.args.outlet, s["cache_images"]), None
+        except CollectorError as e:
+            return None, {"exit": e.exit_code, "stderr": f"collector: {e}\n"}
+        except Exception as e:
+            log(f"attach failed: internal error: {type(e).__name__}: {e}")
+            return None, {"local": True}
+        finally:
+            if _rss() > s["cache_memory"]:
+                self.args.outlet.images.begin(self.args.outlet.images.held // 2)
 
     @staticmethod
     def answer(conn: socket.socket | None, answer: dict) -> None:
@@ -325,19 +333,17 @@ class Service:
                 os.close(own)
         self.answer(conn, {"taken": True})
 
-    def fork(self, work, *private: int, keep: tuple[int, ...] = ()) -> None:
+    def fork(self, work, *private: int, what: str = "a core") -> None:
         """Run `work` in a child, which closes the fds that are the parent's
-        (`private` and the sockets, the waiting cores but those it `keep`s)."""
+        (`private` and the sockets, the waiting cores but its own)."""
         others = [x for conn, _, _, fd, pidfd in self.waiting for x in (conn.fileno(), fd, pidfd)]
         others += [conn.fileno() for conn in self.reading]
-        close = [fd for fd in (*private, *(s.fileno() for s in self.socks.values()), *others)
-                 if fd not in keep]
         sys.stdout.flush()  # nothing of ours may reach a client's stdout
         child = os.fork()
         if child == 0:
-            _child(work, close)
+            _child(work, [*private, *(s.fileno() for s in self.socks.values()), *others])
         self.busy.add(child)
-        log(f"handling {'a client' if keep else 'a core'} ({len(self.busy)} busy)")
+        log(f"handling {what} ({len(self.busy)} busy)")
 
     def reap(self, block: bool = False) -> None:
         while self.busy:
