@@ -83,7 +83,7 @@ def main(argv=None) -> int:
                 env["PYTHONPATH"] = str(tree)
                 # run from the tree: `-m` looks in the current directory first
                 tools[f"collector ({tree})"] = (
-                    [sys.executable, "-m", "collector", "attach", "--symbolize-budget", "0",
+                    [sys.executable, "-m", "collector", "attach",
                      pid], env, str(tree))
                 subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "collector"),
                                 str(tree / "unwinder")], check=False, stdout=subprocess.DEVNULL)

@@ -20,8 +20,14 @@ def main() -> int:
                 code = forward(where, argv)  # the service's warm caches
                 if code is not None:
                     return code
+            first = None
+            if argv[:1] == ["attach"]:  # `attach PID`: stopped before the rest is even imported
+                from .streams import std_streams
+                std_streams()  # before the capture opens any file
+                from .attach import quick
+                first = quick(argv[1:])
             from .cli import main as cli_main
-            return cli_main()
+            return cli_main(first=first)
         finally:
             # the command is done, or is being ended: a later SIGINT has nothing to stop
             # (_signal: signal's enums would cost a client of the service 2 ms)

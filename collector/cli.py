@@ -72,9 +72,13 @@ def command(args) -> dict | None:
         raise
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, first=None) -> int:
+    """`first`: the command's first step, done already (attach.quick)."""
     std_streams()
-    return run(parser(argv).parse_args(argv))
+    args = parser(argv).parse_args(argv)
+    if first is not None:
+        args.first = first
+    return run(args)
 
 
 def run(args, report: dict | None = None) -> int:

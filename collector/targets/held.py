@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
+import _signal as signal  # signal itself wraps it in enums: enum before the first stop
 import time
 
 from unwinder.regs import NUMBERS

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
-import signal
+import _signal as signal  # signal itself wraps it in enums: enum before the first stop
 import time
 
 from unwinder.space import Mapping, MapIndex

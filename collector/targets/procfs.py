@@ -6,15 +6,14 @@ and the report shows the byte (JSON `\udcff`, text `\xff`)."""
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterator
 
 from unwinder.space import Mapping
 
 PF_KTHREAD = 0x00200000
-_CONTAINER = re.compile(r"^(?:(docker|libpod|crio|cri-containerd)-)?([0-9a-f]{64})(?:\.scope)?$")
 _RUNTIMES = {"docker": "docker", "libpod": "podman", "crio": "crio",
              "cri-containerd": "containerd"}
+_HEX = frozenset("0123456789abcdef")
 _UNIT_SUFFIXES = (".service", ".scope", ".socket", ".mount", ".swap", ".timer", ".path")
 
 
@@ -167,14 +166,24 @@ def cgroup_fields(text: str) -> dict[str, str]:
                 if inner:
                     out["user_unit"] = inner[-1]
     for part in reversed(parts):
-        m = _CONTAINER.search(part)
-        if m:
-            out["container_id"] = m.group(2)
-            runtime = "kubernetes" if "kubepods" in path else _RUNTIMES.get(m.group(1) or "")
+        found = _container(part)
+        if found:
+            prefix, out["container_id"] = found
+            runtime = "kubernetes" if "kubepods" in path else _RUNTIMES.get(prefix)
             if runtime:
                 out["container_runtime"] = runtime
             break
     return out
+
+
+def _container(part: str) -> tuple[str, str] | None:
+    """(runtime prefix or '', id) of a cgroup path part that names a
+    container, `[RUNTIME-]ID[.scope]` with a 64-hex-digit ID: parsed by
+    hand, since re would be imported before the first stop for this alone."""
+    prefix, dash, name = part.removesuffix(".scope").rpartition("-")
+    if len(name) != 64 or not _HEX.issuperset(name) or (dash and prefix not in _RUNTIMES):
+        return None
+    return prefix, name
 
 
 def cgroup(pid: int) -> dict[str, str]:

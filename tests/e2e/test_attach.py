@@ -182,17 +182,24 @@ HEAVY = ("dataclasses", "inspect", "typing", "json", "socket", "sqlite3", "tomll
          "unwinder.modules", "unwinder.walk", "unwinder.cfi", "collector.collect")
 
 
-def test_nothing_heavy_is_loaded_before_the_first_stop(builder, spawn):
+# `attach PID` alone is stopped before its command line is parsed
+QUICK_HEAVY = ("argparse", "re", "enum", "signal", "locale", "collector.cli", "collector.config")
+
+
+@pytest.mark.parametrize("words, heavy", [
+    (["--no-service"], HEAVY + QUICK_HEAVY),
+    (["--no-service", "--max-frames", "1000"], HEAVY)], ids=["quick", "parsed"])
+def test_nothing_heavy_is_loaded_before_the_first_stop(builder, spawn, words, heavy):
     """The first thread is stopped before the engine, the configuration,
     delivery, json or any third-party module is imported (issue 13's cold
-    start diet); the report is still whole."""
+    start diet), and for `attach PID` before even argparse or re; the
+    report is still whole."""
     t = spawn(builder.build("depth.c"))
-    r = run_command([sys.executable, "-c", FIRST_STOP_WATCH, "attach", "--no-service",
-                     str(t.pid)])
+    r = run_command([sys.executable, "-c", FIRST_STOP_WATCH, "attach", *words, str(t.pid)])
     assert r.rc == 0, str(r)
     loaded = set(r.stderr.split())
     assert "collector.targets.live" in loaded, r.stderr
-    assert sorted(m for m in loaded if m in HEAVY or m.split(".")[0] in HEAVY) == []
+    assert sorted(m for m in loaded if m in heavy or m.split(".")[0] in heavy) == []
     assert len(r.report["threads"]) == 17 and all(th["frames"] for th in r.report["threads"])
 
 

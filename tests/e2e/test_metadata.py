@@ -52,6 +52,11 @@ def test_units_slices_and_containers_from_cgroup_paths():
     podman = cgroup_fields(f"0::/machine.slice/libpod-{HEX}.scope/container")
     assert (podman["container_id"], podman["container_runtime"]) == (HEX, "podman")
     assert "container_id" not in cgroup_fields("0::/user.slice/user-0.slice/session-3.scope")
+    bare = cgroup_fields(f"0::/lxc/{HEX}")
+    assert bare["container_id"] == HEX and "container_runtime" not in bare
+    for not_one in (f"foo-{HEX}.scope", f"-{HEX}", f"docker-{HEX}0", f"docker-{HEX.upper()}",
+                    f"docker-{HEX}.scope.scope"):
+        assert "container_id" not in cgroup_fields(f"0::/system.slice/{not_one}"), not_one
     assert cgroup_fields("") == {} and cgroup_fields("0::/") == {"cgroup": "/"}
     hybrid = cgroup_fields("12:pids:/\n1:name=systemd:/system.slice/x.service\n"
                            "0::/system.slice/x.service\n")
