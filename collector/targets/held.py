@@ -51,10 +51,14 @@ class Held:
             self.release()
         return (time.monotonic() - t0) * 1000 if self.stopped else 0.0
 
-    def stop(self, tids: list[int], deadline: float) -> None:
+    def stop(self, tids: list[int], deadline: float, spin: bool = True) -> None:
+        """`spin`: poll for the stops a moment before sleeping on them, for
+        threads that run (on another cpu: they trap within microseconds).
+        One that sleeps must first be woken, maybe onto our own cpu, which
+        a poll would keep from it."""
         for tid in tids:
             self._seize(tid)
-        self._wait(deadline)
+        self._wait(deadline, spin)
 
     def stop_all(self, infos: dict[int, ThreadInfo], deadline: float) -> None:
         # Threads created while we stop the others appear in the next listing;
@@ -106,12 +110,12 @@ class Held:
                 pass  # it exited; the wait reports that
         self._wait(deadline)
 
-    def _wait(self, deadline: float) -> None:
+    def _wait(self, deadline: float, spin: bool = True) -> None:
         pending = [t for t in self.seized if t not in self.stopped and t not in self.failed]
         # Every tracee stop sends the tracer SIGCHLD: sleep on it, not on a timer.
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         try:
-            spin_until = time.monotonic() + SPIN
+            spin_until = time.monotonic() + (SPIN if spin else 0)
             while pending:
                 pending = [tid for tid in pending if not self._reap(tid)]
                 if not pending:

@@ -118,7 +118,8 @@ def _one_at_a_time(pid, infos, copier, timeout):
             if tid not in infos:
                 infos[tid] = _info(pid, tid)
             held = Held(pid)
-            ms = held.hold(lambda: held.stop([tid], time.monotonic() + timeout),
+            ms = held.hold(lambda: held.stop([tid], time.monotonic() + timeout,
+                                             spin=infos[tid].state == "R"),
                            lambda: copier(held))
             longest = max(longest, ms)
             outcome.seized.add(tid)
