@@ -66,7 +66,7 @@ def capture(pid: int, stack_window: int = DEFAULT_STACK_WINDOW,
     tids = _list_tids(pid)
     # each thread's name and state as found: all before the first stop when
     # all are held at once, else each just before its own hold
-    infos = {tid: _info(pid, tid) for tid in tids} if freeze else {}
+    infos = {tid: procfs.thread(pid, tid) for tid in tids} if freeze else {}
     mm = _memory_tid(pid) or pid
     mappings = _maps(mm)
     regions = copy_ranges(mm, [(m.start, m.end) for m in mappings if m.path == "[vdso]"])
@@ -116,7 +116,7 @@ def _one_at_a_time(pid, infos, copier, timeout):
     for fresh in procfs.new_threads(pid, outcome.known):
         for tid in fresh:
             if tid not in infos:
-                infos[tid] = _info(pid, tid)
+                infos[tid] = procfs.thread(pid, tid)
             held = Held(pid)
             ms = held.hold(lambda: held.stop([tid], time.monotonic() + timeout,
                                              spin=infos[tid].state == "R"),
@@ -192,10 +192,6 @@ def assemble(pid: int, infos: dict[int, ThreadInfo], held: Held, regs, mappings,
     regs = {tid: regs[tid] for tid in order if tid in regs}
     return Capture(Snapshot(mm or pid, mappings, regs, regions), [infos[t] for t in order],
                    stopped_at, stopped_ms, errors)
-
-
-def _info(pid: int, tid: int) -> ThreadInfo:
-    return ThreadInfo(tid, procfs.comm(pid, tid), procfs.state(pid, tid))
 
 
 def _list_tids(pid: int) -> list[int]:

@@ -191,8 +191,7 @@ class Tracer:
         with their signals (the crashing thread's fatal one last)."""
         t0 = time.monotonic()
         stopped_at = time.time()
-        infos = {t: ThreadInfo(t, procfs.comm(self.pid, t), procfs.state(self.pid, t))
-                 for t in sorted(self.tracees)}
+        infos = {t: procfs.thread(self.pid, t) for t in sorted(self.tracees)}
         held = Held(self.pid)
         held.seized.add(tid)
         held.stopped[tid] = sig
