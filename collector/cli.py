@@ -12,6 +12,7 @@ to `args.outlet.keep` at once, so that a failure after that still sends it.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 
@@ -32,6 +33,11 @@ def _modules(argv: list[str]) -> list[str]:
 
 
 def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    return _parser(tuple(_modules(sys.argv[1:] if argv is None else argv)))
+
+
+@functools.cache  # the service parses every request's command line
+def _parser(modules: tuple[str, ...]) -> argparse.ArgumentParser:
     import importlib
     p = argparse.ArgumentParser(
         prog="collector", description="Crash backtraces of Linux x86-64 processes, as JSON.",
@@ -39,7 +45,7 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"collector {__version__}")
     config.add_arguments(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in _modules(sys.argv[1:] if argv is None else argv):
+    for name in modules:
         importlib.import_module(f".commands.{name}", __package__).register(sub)
     return p
 
