@@ -1,12 +1,13 @@
 """A crash storm through the real kernel: CRASHES crashes in SECONDS (by
 default 1,000 in 60 s), most of them the same crash, handled by `collector
 serve` ('@' socket mode, '@@' request mode) or by the pipe handler
-(`core --from-kernel`, core_pipe_limit 16), alone or handing each core to
-a running `collector serve --control` (pipe-service). Prints the crashes made, the
-reports delivered, the crashes counted as suppressed (the local store),
-those the kernel skipped (no trace anywhere: made - delivered - suppressed),
-the handlers' CPU per crash (on average, for a delivered one and for a
-suppressed one) and the wall time.
+(`core --from-kernel` as `install-handler` runs it, core_pipe_limit 16),
+alone or handing each core to a running `collector serve --control`
+(pipe-service). Prints the crashes made, the reports delivered, the
+crashes counted as suppressed (the local store), those the kernel skipped
+(no trace anywhere: made - delivered - suppressed), the handlers' CPU per
+crash (on average, for a delivered one and for a suppressed one) and the
+wall time.
 
 CPU: socket modes, the server's and its children's (os.wait4 on the server,
 less what it had spent when it started listening), per connection from
@@ -37,6 +38,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
+from collector.commands.install_handler import entry_script  # noqa: E402
 from collector.service.pipe import KERNEL_ARGS  # noqa: E402
 from tests.e2e.corepattern import FIXTURE_EXE, owned_core_pattern  # noqa: E402
 
@@ -66,7 +68,7 @@ HANDLER = """#!/bin/sh
 for a; do case $a in P=*) pid=${{a#P=}} ;; esac; done
 case $(readlink /proc/$pid/exe) in */{exe}) ;; *) exec cat >/dev/null ;; esac
 export COLLECTOR_CONFIG={config} COLLECTOR_CONTROL={control}
-PYTHONPATH={repo} {d}/cpu {d}/t.$pid {python} -m collector "$@"
+PYTHONPATH={repo} {d}/cpu {d}/t.$pid {python} -s -P {d}/pipe-handler.py "$@"
 if ls {reports}/*-$pid-* >/dev/null 2>&1; then k=delivered; else k=suppressed; fi
 echo "$k $pid $(cat {d}/t.$pid)" >> {log}
 """
@@ -174,14 +176,18 @@ def settle(count, want: int, timeout: float = 120) -> None:
 
 def handler(d: Path, exe: Path, log: Path) -> str:
     """The pipe handler script's core_pattern (it hands its core to the
-    service when one listens at d/c)."""
+    service when one listens at d/c). It runs the entry script that
+    `install-handler` writes, as `python -I` would but with this checkout
+    on PYTHONPATH (-s -P)."""
+    (d / "pipe-handler.py").write_text(entry_script(
+        ["core", "--from-kernel", "--report-dir", str(d / "r")]))
     script = d / "h"
     script.write_text(HANDLER.format(exe=exe.name, config=d / "collector.toml", repo=REPO,
                                      python=sys.executable, reports=d / "r", log=log, d=d,
                                      control=d / "c"))
     script.chmod(0o755)
     log.touch()
-    return f"|{script} core --from-kernel --report-dir {d / 'r'} {KERNEL_ARGS}"
+    return f"|{script} {KERNEL_ARGS}"
 
 
 def run_service(args, d: Path, exe: Path) -> dict:
