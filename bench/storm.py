@@ -180,7 +180,7 @@ def handler(d: Path, exe: Path, log: Path) -> str:
     `install-handler` writes, as `python -I` would but with this checkout
     on PYTHONPATH (-s -P)."""
     (d / "pipe-handler.py").write_text(entry_script(
-        ["core", "--from-kernel", "--report-dir", str(d / "r")]))
+        ["core", "--from-kernel", "--report-dir", str(d / "r")], str(d / "pipe-settings")))
     script = d / "h"
     script.write_text(HANDLER.format(exe=exe.name, config=d / "collector.toml", repo=REPO,
                                      python=sys.executable, reports=d / "r", log=log, d=d,
@@ -233,7 +233,8 @@ def run_service(args, d: Path, exe: Path) -> dict:
             per["delivered" if m[2] == "report sent" else "suppressed"].append(
                 float(m[3]) + own.get(m[1], 0.0))
     total = (usage.ru_utime + usage.ru_stime) * 1000 - base + sum(own.values())
-    return {"pids": pids, "dumped": dumped, "per": per, "total": total, "wall": wall}
+    return {"pids": pids, "dumped": dumped, "per": per, "total": total, "wall": wall,
+            "handlers": [own[p] for p in map(str, pids) if p in own]}
 
 
 def run_pipe(args, d: Path, exe: Path) -> dict:
@@ -290,6 +291,8 @@ def main() -> None:
               f"({len(per['delivered'])} handlers)")
         print(f"  CPU per suppressed    {avg(per['suppressed']):.1f} ms "
               f"({len(per['suppressed'])} handlers)")
+        if got.get("handlers"):
+            print(f"  of which pipe handler {avg(got['handlers']):.1f} ms on average")
         print(f"  wall                  {got['wall']:.1f} s")
     finally:
         shutil.rmtree(d, ignore_errors=True)

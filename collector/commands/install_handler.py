@@ -32,11 +32,14 @@ MAX_PATTERN = 127
 # user site or script directory on the path), runs this script, rather than
 # `-m collector` (runpy) or the `collector` wrapper (re): either costs every
 # handler ~6 ms of imports before its first decision.
-ENTRY = "pipe-handler.py"
+ENTRY, SETTINGS = "pipe-handler.py", "pipe-settings"
 ENTRY_TEXT = '''"""The kernel's pipe handler, written by `collector install-handler`."""
 import sys
 
 sys.argv[1:1] = {argv!r}
+from collector.service import pipe
+
+pipe.settings_at = {settings!r}
 from collector.__main__ import run
 
 run()
@@ -83,10 +86,11 @@ def default_command() -> str | None:
     return beside if os.access(beside, os.X_OK) else shutil.which("collector")
 
 
-def entry_script(argv: list[str]) -> str:
+def entry_script(argv: list[str], settings: str) -> str:
     """The pipe handler as a script that puts `argv` before the kernel's
-    arguments, for `python -I`."""
-    return ENTRY_TEXT.format(argv=argv)
+    arguments and keeps its settings at `settings` (service/pipe.py), for
+    `python -I`."""
+    return ENTRY_TEXT.format(argv=argv, settings=settings)
 
 
 def _entry_path(state_dir: str) -> str:
@@ -119,7 +123,7 @@ def pattern(args) -> tuple[str, str | None]:
     argv = ["core", "--from-kernel", *(["--report-dir", args.report_dir] if args.report_dir else [])]
     if args.command is None and _isolated():
         return (f"|{sys.executable} -I {_entry_path(args.state_dir)} {KERNEL_ARGS}",
-                entry_script(argv))
+                entry_script(argv, os.path.join(args.state_dir, SETTINGS)))
     command = args.command or default_command()
     if not command or not os.path.isabs(command) or not os.access(command, os.X_OK):
         raise HandlerError(f"no collector program at {command!r}: give --command /abs/path "
@@ -153,7 +157,7 @@ def install(args) -> None:
         _write(CORE_PATTERN, current)
         if previous is None:
             os.unlink(_state_path(args.state_dir))
-            _remove(_entry_path(args.state_dir))
+            _remove_entry(args.state_dir)
         else:
             _save(args.state_dir, previous)
         raise
@@ -222,15 +226,16 @@ def uninstall(args) -> None:
         except FileNotFoundError:
             pass
     os.unlink(_state_path(args.state_dir))
-    _remove(_entry_path(args.state_dir))
+    _remove_entry(args.state_dir)
     print(f"core_pattern = {saved['core_pattern']} (restored)")
 
 
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+def _remove_entry(state_dir: str) -> None:
+    for name in (ENTRY, SETTINGS):
+        try:
+            os.unlink(os.path.join(state_dir, name))
+        except FileNotFoundError:
+            pass
 
 
 def register(sub) -> None:

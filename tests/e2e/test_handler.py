@@ -78,7 +78,8 @@ def test_the_entry_script_under_the_kernel(builder, d):
     interpreter imports on its own."""
     exe = builder.build("core_crash.c", "O0-fp")
     entry, reports = d / "pipe-handler.py", d / "r"
-    entry.write_text(entry_script(["core", "--from-kernel", "--report-dir", str(reports)]))
+    entry.write_text(entry_script(["core", "--from-kernel", "--report-dir", str(reports)],
+                                  str(d / "pipe-settings")))
     script = handler_script(d)
     script.write_text(script.read_text().replace("-m collector", f"-I {entry}"))
     with owned_core_pattern(f"|{script} {KERNEL_ARGS}", pipe_limit=4):
