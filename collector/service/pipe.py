@@ -70,11 +70,11 @@ def suppressed(argv: list[str]) -> bool:
         return False
     if cfg is None:
         return False
-    taken = look(0, cfg, timeout)
+    taken = look(0, cfg, timeout, then=lambda: os.close(0))
     decision = taken[0]
     if decision is None or decision.admitted:
         return False
-    drop(decision, cfg["log"], opts["--log-level"])
+    say(decision, cfg["log"], opts["--log-level"])
     return True
 
 
@@ -133,16 +133,23 @@ def _code() -> tuple:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def look(fd: int, cfg, timeout: float) -> tuple:
+def look(fd: int, cfg, timeout: float, then=None) -> tuple:
+    """(storm control's decision or None, the bytes read for it); `then`:
+    what to do first for a suppressed crash (early.decide)."""
     from . import early
     key, head = early.from_notes(fd, timeout)
-    return early.decide(cfg, key), head
+    return early.decide(cfg, key, then=then), head
 
 
 def drop(decision, log_settings: dict, level: str | None = None) -> None:
-    """Close the core's pipe (the kernel stops writing) and say so (at
-    --log-level info: structlog is not worth loading otherwise)."""
+    """Close the core's pipe (the kernel stops writing) and say so."""
     os.close(0)
+    say(decision, log_settings, level)
+
+
+def say(decision, log_settings: dict, level: str | None = None) -> None:
+    """Log the suppressed crash at --log-level info (structlog is not worth
+    loading otherwise)."""
     from .. import logging
     level = level or log_settings["level"]
     if logging.LEVELS.get(level, 30) <= logging.LEVELS["info"]:
