@@ -138,7 +138,7 @@ def install(args) -> None:
     new, entry = pattern(args)
     if len(new) > MAX_PATTERN:
         raise HandlerError(f"core_pattern would be {len(new)} bytes, the kernel takes "
-                           f"{MAX_PATTERN}: use a shorter --command path")
+                           f"{MAX_PATTERN}: use a shorter --command or --state-dir path")
     current = _read(CORE_PATTERN)
     previous = _load(args.state_dir)
     if previous is not None and current == previous["installed"]:  # installed again
