@@ -3,7 +3,6 @@ object per line on stderr, or native entries in the journal. Quiet
 (warnings and errors) until the configuration says otherwise."""
 from __future__ import annotations
 
-import re
 import sys
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
@@ -28,6 +27,7 @@ class JournalLogger:
 
 
 def journal_fields(_logger, method: str, event: dict):
+    import re  # here: the pipe handler imports this module before its decision
     pairs = [("MESSAGE", str(event.pop("event", ""))), ("PRIORITY", PRIORITY.get(method, "6")),
              ("SYSLOG_IDENTIFIER", "collector")]
     pairs += [("COLLECTOR_" + re.sub(r"[^A-Z0-9_]", "_", k.upper()), str(v))
@@ -64,11 +64,17 @@ def _configure():
     return structlog.get_logger("collector")
 
 
+def _quiet(*_args, **_kwargs) -> None:
+    pass
+
+
 class _Log:
     """The collector's logger, set up when first used."""
     logger = None
 
     def __getattr__(self, name):
+        if LEVELS.get(name, 100) < LEVELS[_settings["level"]]:
+            return _quiet  # filtered out: no reason to load structlog (~25 ms)
         if self.logger is None:
             self.logger = _configure()
         return getattr(self.logger, name)

@@ -28,6 +28,22 @@ SOCKET = "/run/collector/core.sock"
 # storm), and waits for each handler so /proc/PID stays valid while it runs.
 PIPE_LIMIT = 16
 MAX_PATTERN = 127
+# The pipe handler by default: the interpreter, isolated (-I: no environment,
+# user site or script directory on the path), runs this script, rather than
+# `-m collector` (runpy) or the `collector` wrapper (re): either costs every
+# handler ~6 ms of imports before its first decision.
+ENTRY, SETTINGS = "pipe-handler.py", "pipe-settings"
+ENTRY_TEXT = '''"""The kernel's pipe handler, written by `collector install-handler`."""
+import sys
+
+sys.argv[1:1] = {argv!r}
+from collector.service import pipe
+
+pipe.settings_at = {settings!r}
+from collector.__main__ import run
+
+run()
+'''
 
 
 def _read(path: str) -> str:
@@ -70,7 +86,32 @@ def default_command() -> str | None:
     return beside if os.access(beside, os.X_OK) else shutil.which("collector")
 
 
-def pattern(args) -> str:
+def entry_script(argv: list[str], settings: str) -> str:
+    """The pipe handler as a script that puts `argv` before the kernel's
+    arguments and keeps its settings at `settings` (service/pipe.py), for
+    `python -I`."""
+    return ENTRY_TEXT.format(argv=argv, settings=settings)
+
+
+def _entry_path(state_dir: str) -> str:
+    return os.path.join(state_dir, ENTRY)
+
+
+def _isolated() -> bool:
+    """Whether `python -I` (no environment, no user site) imports this very
+    collector: then the kernel can run the interpreter on the entry script."""
+    import subprocess
+    ours = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        r = subprocess.run([sys.executable, "-I", "-c", "import collector; print(collector.__file__)"],
+                           capture_output=True, text=True, timeout=60, cwd="/")
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return r.returncode == 0 and os.path.dirname(r.stdout.strip()) == ours
+
+
+def pattern(args) -> tuple[str, str | None]:
+    """core_pattern, and the text of the entry script it runs (or None)."""
     if args.mode in ("socket", "request"):
         try:
             if not stat.S_ISSOCK(os.stat(args.socket).st_mode):
@@ -78,23 +119,26 @@ def pattern(args) -> str:
         except OSError:
             raise HandlerError(f"nothing listens on {args.socket}: start collector-core.socket "
                                "(or `collector serve --socket PATH`) first") from None
-        return ("@@" if args.mode == "request" else "@") + args.socket
+        return ("@@" if args.mode == "request" else "@") + args.socket, None
+    argv = ["core", "--from-kernel", *(["--report-dir", args.report_dir] if args.report_dir else [])]
+    if args.command is None and _isolated():
+        return (f"|{sys.executable} -I {_entry_path(args.state_dir)} {KERNEL_ARGS}",
+                entry_script(argv, os.path.join(args.state_dir, SETTINGS)))
     command = args.command or default_command()
     if not command or not os.path.isabs(command) or not os.access(command, os.X_OK):
         raise HandlerError(f"no collector program at {command!r}: give --command /abs/path "
                            "of an executable")
-    extra = f" --report-dir {args.report_dir}" if args.report_dir else ""
-    return f"|{command} core --from-kernel{extra} {KERNEL_ARGS}"
+    return f"|{command} {' '.join(argv)} {KERNEL_ARGS}", None
 
 
 def install(args) -> None:
     if not os.access(CORE_PATTERN, os.W_OK):
         raise HandlerError(f"not permitted to change {CORE_PATTERN}: run as root "
                            "(in the initial user namespace)")
-    new = pattern(args)
+    new, entry = pattern(args)
     if len(new) > MAX_PATTERN:
         raise HandlerError(f"core_pattern would be {len(new)} bytes, the kernel takes "
-                           f"{MAX_PATTERN}: use a shorter --command path")
+                           f"{MAX_PATTERN}: use a shorter --command or --state-dir path")
     current = _read(CORE_PATTERN)
     previous = _load(args.state_dir)
     if previous is not None and current == previous["installed"]:  # installed again
@@ -104,6 +148,8 @@ def install(args) -> None:
         saved = {"core_pattern": current, "core_pipe_limit": _read(CORE_PIPE_LIMIT)}
     _save(args.state_dir, dict(saved, installed=new))
     try:
+        if entry is not None:
+            write_atomic(_entry_path(args.state_dir), entry.encode())
         _write(CORE_PATTERN, new)
         if args.mode == "pipe" and int(saved["core_pipe_limit"]) == 0:
             _write(CORE_PIPE_LIMIT, str(PIPE_LIMIT))
@@ -111,6 +157,7 @@ def install(args) -> None:
         _write(CORE_PATTERN, current)
         if previous is None:
             os.unlink(_state_path(args.state_dir))
+            _remove_entry(args.state_dir)
         else:
             _save(args.state_dir, previous)
         raise
@@ -179,7 +226,16 @@ def uninstall(args) -> None:
         except FileNotFoundError:
             pass
     os.unlink(_state_path(args.state_dir))
+    _remove_entry(args.state_dir)
     print(f"core_pattern = {saved['core_pattern']} (restored)")
+
+
+def _remove_entry(state_dir: str) -> None:
+    for name in (ENTRY, SETTINGS):
+        try:
+            os.unlink(os.path.join(state_dir, name))
+        except FileNotFoundError:
+            pass
 
 
 def register(sub) -> None:

@@ -10,7 +10,6 @@ KeepFree). Suppressed crashes are counted per fingerprint.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -154,6 +153,7 @@ class Store:
     def add(self, report: dict, trim: bool = True) -> str:
         """Keep the report (a report stored before, symbolized again, replaces
         itself); returns it as JSON, as it was kept."""
+        import json  # here: counting a suppressed crash needs none (json brings re)
         data = json.dumps(report, separators=(",", ":"))
         values = row(report, data)
         names = ", ".join(values)
@@ -270,6 +270,7 @@ class Store:
             raise StoreError(f"{self.path}: {e}") from None
         if got is None:
             raise StoreError(f"report {report_id} is no longer in {self.path}")
+        import json
         return json.loads(got[0])
 
     def suppressed(self) -> dict[str, dict]:

@@ -123,12 +123,13 @@ class Decision:
         self.key, self.admitted, self.suppressed = key, admitted, suppressed
 
 
-def decide(config, key: Key | None, now: float | None = None) -> Decision | None:
+def decide(config, key: Key | None, now: float | None = None, then=None) -> Decision | None:
     """Take the crash's token from its key's bucket; None when storm control
     does not decide here (no key, `core` not in [storm] sources, no state
     directory: then the fingerprint decides later, as before). A suppressed
     crash is counted in the local store, under the fingerprint the key's
-    last admitted report had (else the key)."""
+    last admitted report had (else the key), after `then()` (the pipe
+    handler closes its pipe there: the kernel need not write on meanwhile)."""
     from ..delivery.storm import Limiter
     storm = config["storm"]
     if key is None or SOURCE not in storm["sources"]:
@@ -139,6 +140,8 @@ def decide(config, key: Key | None, now: float | None = None) -> Decision | None
                                                     storm).admit(key.id, now)
     except OSError:
         return None
+    if not admitted and then is not None:
+        then()
     if not admitted and config["store"]["enabled"]:
         _count(config, key, fingerprint, now)
     return Decision(key, admitted, suppressed)

@@ -21,6 +21,11 @@ _NUMERIC = set("PpIisugtF")
 
 # (decision or None, the core's bytes read for it), for the `core` command
 taken: tuple | None = None
+# Where the entry script install-handler writes has this step keep the
+# configuration's sections it needs (None: parsed every time). Reading
+# them back costs a marshal.load; parsing costs tomllib and re, ~9 ms.
+settings_at: str | None = None
+SECTIONS = ("collector", "storm", "store", "log")
 
 
 def kernel_args(items: list[str]) -> tuple[dict, list[str]]:
@@ -58,31 +63,93 @@ def suppressed(argv: list[str]) -> bool:
     if hand_off(*kernel_args(specs)):
         return True
     opts = _options(argv)
-    from .. import config
-    from ..errors import ConfigError
+    cfg = settings(opts)
     try:
-        cfg = config.load(opts["--config"], tuple(opts["--set"]))
         timeout = float(opts["--idle-timeout"])
-    except (ConfigError, ValueError):
+    except ValueError:
         return False
-    taken = look(0, cfg, timeout)
+    if cfg is None:
+        return False
+    taken = look(0, cfg, timeout, then=lambda: os.close(0))
     decision = taken[0]
     if decision is None or decision.admitted:
         return False
-    drop(decision, cfg["log"], opts["--log-level"])
+    say(decision, cfg["log"], opts["--log-level"])
     return True
 
 
-def look(fd: int, cfg, timeout: float) -> tuple:
+def settings(opts: dict) -> dict | None:
+    """The configuration's SECTIONS: kept at `settings_at` with what they
+    were made of (the file's bytes, the COLLECTOR_ environment, --config,
+    --set, and the configuration code itself), and read back while all of
+    that is unchanged; else loaded (None if the configuration is bad)."""
+    import marshal
+    where = settings_at
+    try:
+        made_of = (opts["--config"], opts["--set"], _code(),
+                   sorted((k, v) for k, v in os.environ.items() if k.startswith("COLLECTOR_")))
+    except OSError:
+        where = None
+    if where is not None:
+        try:
+            with open(where, "rb") as f:
+                kept, path, text, sections = marshal.load(f)
+            if kept == made_of and _read(path) == text:
+                return sections
+        except (OSError, EOFError, ValueError, TypeError):
+            pass  # none kept yet, or not one of ours: load it
+    from .. import config
+    from ..errors import ConfigError
+    path = opts["--config"] or os.environ.get("COLLECTOR_CONFIG") or config.DEFAULT_PATH
+    try:
+        text = _read(path)  # before the load: a file changed meanwhile is only a miss later
+    except OSError:
+        where = None
+    try:
+        cfg = config.load(opts["--config"], tuple(opts["--set"]))
+    except ConfigError:
+        return None
+    sections = {name: cfg[name] for name in SECTIONS}
+    if where is not None:
+        from ..files import write_atomic
+        try:
+            write_atomic(where, marshal.dumps((made_of, path, text, sections)))
+        except (OSError, ValueError):
+            pass  # the next handler loads it again
+    return sections
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def _code() -> tuple:
+    """What says the configuration's code (its keys and defaults) changed."""
+    st = os.stat(os.path.join(os.path.dirname(os.path.dirname(__file__)), "config.py"))
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def look(fd: int, cfg, timeout: float, then=None) -> tuple:
+    """(storm control's decision or None, the bytes read for it); `then`:
+    what to do first for a suppressed crash (early.decide)."""
     from . import early
     key, head = early.from_notes(fd, timeout)
-    return early.decide(cfg, key), head
+    return early.decide(cfg, key, then=then), head
 
 
 def drop(decision, log_settings: dict, level: str | None = None) -> None:
-    """Close the core's pipe (the kernel stops writing) and say so (at
-    --log-level info: structlog is not worth loading otherwise)."""
+    """Close the core's pipe (the kernel stops writing) and say so."""
     os.close(0)
+    say(decision, log_settings, level)
+
+
+def say(decision, log_settings: dict, level: str | None = None) -> None:
+    """Log the suppressed crash at --log-level info (structlog is not worth
+    loading otherwise)."""
     from .. import logging
     level = level or log_settings["level"]
     if logging.LEVELS.get(level, 30) <= logging.LEVELS["info"]:

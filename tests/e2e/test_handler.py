@@ -10,6 +10,9 @@ import pytest
 
 from .corepattern import (CORE_PATTERN, CORE_PIPE_LIMIT, can_own, crash, crashed_thread,
                           handler_script, owned_core_pattern, short_tempdir, wait_report)
+from collector.commands.install_handler import entry_script
+from collector.service.pipe import KERNEL_ARGS
+
 from .helpers import assert_chain, collector_argv, run_command
 
 pytestmark = pytest.mark.skipif(can_own() is not None, reason=str(can_own()))
@@ -66,6 +69,24 @@ def test_install_crash_uninstall(builder, d):
         assert not catalog.exists(), "the catalog install-handler wrote is removed"
         r = collector("uninstall-handler", "--state-dir", state)
         assert r.rc == 11 and r.stderr.count("\n") == 1, str(r)
+
+
+def test_the_entry_script_under_the_kernel(builder, d):
+    """The script install-handler has the kernel run by default, as `python -I`
+    runs it (behind the tests' filter of other programs' crashes, which also
+    keeps the handler's state in `d`): a report, from the collector that
+    interpreter imports on its own."""
+    exe = builder.build("core_crash.c", "O0-fp")
+    entry, reports = d / "pipe-handler.py", d / "r"
+    entry.write_text(entry_script(["core", "--from-kernel", "--report-dir", str(reports)],
+                                  str(d / "pipe-settings")))
+    script = handler_script(d)
+    script.write_text(script.read_text().replace("-m collector", f"-I {entry}"))
+    with owned_core_pattern(f"|{script} {KERNEL_ARGS}", pipe_limit=4):
+        pid = crash([exe, "abort"])
+        report, = wait_report(reports, [pid])
+    assert report["process"]["pid"] == pid and report["signal"]["name"] == "SIGABRT"
+    assert_chain(crashed_thread(report), ["boom", "e", "d", "main"], max_above=4)
 
 
 def test_uninstall_leaves_a_later_change_alone(d):

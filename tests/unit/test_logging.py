@@ -61,3 +61,16 @@ def test_logging_config_journal_target(tmp_path, monkeypatch):
     assert fields["MESSAGE"] == "sink failed" and fields["PRIORITY"] == "4"
     assert fields["SYSLOG_IDENTIFIER"] == "collector"
     assert fields["COLLECTOR_SINK"] == "http" and fields["COLLECTOR_ERROR"] == "refused\nline two"
+
+
+def test_a_filtered_message_loads_no_structlog():
+    """A quiet run's debug lines (a pipe handler's) must not cost structlog's import."""
+    import subprocess
+    import sys
+    code = ("import sys\nfrom collector import logging\nlogging.setup('warning')\n"
+            "logging.log.debug('worker', pid=1)\nlogging.log.info('x')\n"
+            "print('structlog' in sys.modules)\nlogging.log.warning('shown')\n"
+            "print('structlog' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.split() == ["False", "True"], r
+    assert '"event": "shown"' in r.stderr and "worker" not in r.stderr, r.stderr
