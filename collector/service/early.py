@@ -62,9 +62,10 @@ def where(pc: int | None, mappings) -> tuple[str | None, int | None]:
     return "[anon]", None  # JIT code, or a jump to nowhere: the pc itself says nothing stable
 
 
-def from_notes(fd: int, idle_timeout: float) -> tuple[Key | None, bytes]:
-    """The key from the core's first notes on `fd`, and every byte read for it."""
-    s = Recording(fd, idle_timeout, HEAD_LIMIT)
+def from_notes(fd: int, idle_timeout: float, head: bytes = b"") -> tuple[Key | None, bytes]:
+    """The key from the core's first notes on `fd` (after `head`, what an
+    earlier look took from it), and every byte read for it."""
+    s = Recording(fd, idle_timeout, HEAD_LIMIT, head)
     pc = signo = entry = files = None
     try:
         phdrs = program_headers(s)

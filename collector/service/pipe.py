@@ -133,11 +133,12 @@ def _code() -> tuple:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def look(fd: int, cfg, timeout: float, then=None) -> tuple:
-    """(storm control's decision or None, the bytes read for it); `then`:
-    what to do first for a suppressed crash (early.decide)."""
+def look(fd: int, cfg, timeout: float, then=None, head: bytes = b"") -> tuple:
+    """(storm control's decision or None, the bytes read for it, `head`
+    included: what an earlier look took); `then`: what to do first for a
+    suppressed crash (early.decide)."""
     from . import early
-    key, head = early.from_notes(fd, timeout)
+    key, head = early.from_notes(fd, timeout, head)
     return early.decide(cfg, key, then=then), head
 
 

@@ -40,6 +40,9 @@ BACKLOG = 64
 REQUEST_TIMEOUT = 2.0       # seconds a client has to send its request
 MAX_READING = 64            # clients yet to send their request; more wait in the backlog
 MAX_WAITING = 256           # handed-over cores waiting for a job
+# seconds of quiet the service waits itself for a handed core's first
+# notes (storm control's key); a slower one is decided by its child
+EARLY_TIMEOUT = 0.5
 
 
 class Shutdown(Exception):
@@ -148,10 +151,15 @@ def handle(conn: socket.socket, args) -> None:
     report_core(conn.fileno(), kernel, [], args, pidfd, decision, head, mode)
 
 
-def handle_handed(fd: int, kernel: dict, errors: list[str], args, pidfd: int | None) -> None:
-    """A core a pipe handler handed over: storm control first, as the
-    handler itself would have decided (service/pipe.py)."""
-    decision, head = pipe.look(fd, args.outlet.config, args.idle_timeout)
+def handle_handed(fd: int, kernel: dict, errors: list[str], args, pidfd: int | None,
+                  early: tuple) -> None:
+    """A core a pipe handler handed over, admitted by storm control's first
+    look (Service.first_look: the decision, the bytes read for it), or not
+    decided there: then by its notes, read on here (a slow core's), or by
+    the fingerprint after the analysis."""
+    decision, head = early
+    if decision is None:  # e.g. notes slower than the first look waited for
+        decision, head = pipe.look(fd, args.outlet.config, args.idle_timeout, head=head)
     report_core(fd, kernel, errors, args, pidfd, decision, head, "pipe")
 
 
@@ -178,7 +186,8 @@ class Service:
     def __init__(self, args, socks: dict[str, socket.socket], cli):
         self.args, self.socks, self.cli = args, socks, cli  # cli: parser() and run()
         self.busy: set[int] = set()
-        self.waiting: collections.deque = collections.deque()  # (conn, kernel, errors, fd, pidfd)
+        # (conn, kernel, errors, fd, pidfd, the first look's (decision, head))
+        self.waiting: collections.deque = collections.deque()
         self.reading: dict[socket.socket, float] = {}  # clients yet to send: -> deadline
 
     def run(self) -> None:
@@ -250,20 +259,22 @@ class Service:
             asker = clients.peer(conn)
             message, fds = control.receive(conn, control.MAX_REQUEST)
             if message.get("op") == "core":
-                handed = clients.core_request(message, fds, asker)
-                if len(self.waiting) >= MAX_WAITING:
+                kernel, said, fd, pidfd = clients.core_request(message, fds, asker)
+                if len(self.waiting) >= MAX_WAITING:  # before a byte of its pipe is read
                     raise HandlerError("too many cores waiting: the handler keeps its own")
-                self.waiting.append((conn, *handed))
-                fds, conn = [], None
-                return
-            if message.get("op") != "command":
-                raise HandlerError(f"no such request: {str(message.get('op'))[:40]!r}")
-            if fds:
-                raise HandlerError("a command comes without descriptors, then sends them")
-            answer = self.command(conn, message, asker)
-            if answer is None:  # a child of ours answers it
-                conn.close()
-                return
+                fds = []  # its pipe is read from here on: no error goes back to the handler
+                answer = self.first_look(conn, kernel, said, fd, pidfd)
+                if answer is None:  # it waits for a job, with its connection
+                    return
+            else:
+                if message.get("op") != "command":
+                    raise HandlerError(f"no such request: {str(message.get('op'))[:40]!r}")
+                if fds:
+                    raise HandlerError("a command comes without descriptors, then sends them")
+                answer = self.command(conn, message, asker)
+                if answer is None:  # a child of ours answers it
+                    conn.close()
+                    return
         except (OSError, ValueError) as e:
             log(f"a bad request: {e}")
             answer = {"error": "HandlerError", "message": f"a bad request: {e}"}
@@ -326,8 +337,32 @@ class Service:
         finally:
             conn.close()
 
-    def start_handed(self, conn, kernel, errors, fd, pidfd) -> None:
-        self.fork(lambda: handle_handed(fd, kernel, errors, self.args, pidfd), conn.fileno())
+    def first_look(self, conn, kernel: dict, errors: list[str], fd: int,
+                   pidfd: int | None) -> dict | None:
+        """Storm control decides on a handed core's first notes here, in the
+        parent: a suppressed crash costs no fork (its pipe is closed, the
+        kernel stops writing; the answer to send). Any other waits for a job
+        with what was read (None: answered when a child owns it)."""
+        cpu = time.process_time()
+        try:
+            decision, head = pipe.look(fd, self.args.outlet.config, EARLY_TIMEOUT)
+        except Exception as e:  # a bug in us: its child reads on from where this stopped
+            log(f"pid {kernel.get('P')}: storm control failed: {type(e).__name__}: {e}")
+            decision, head = None, b""
+        if decision is not None and not decision.admitted:
+            for own in (fd, pidfd):
+                if own is not None:
+                    os.close(own)
+            log(f"pid {kernel.get('P')}: suppressed by storm control before the analysis "
+                f"(pipe closed; {decision.key}; "
+                f"cpu_ms={(time.process_time() - cpu) * 1000:.1f})")
+            return {"taken": True}
+        self.waiting.append((conn, kernel, errors, fd, pidfd, (decision, head)))
+        return None
+
+    def start_handed(self, conn, kernel, errors, fd, pidfd, early) -> None:
+        self.fork(lambda: handle_handed(fd, kernel, errors, self.args, pidfd, early),
+                  conn.fileno())
         for own in (fd, pidfd):
             if own is not None:
                 os.close(own)
@@ -336,7 +371,8 @@ class Service:
     def fork(self, work, *private: int, what: str = "a core") -> None:
         """Run `work` in a child, which closes the fds that are the parent's
         (`private` and the sockets, the waiting cores but its own)."""
-        others = [x for conn, _, _, fd, pidfd in self.waiting for x in (conn.fileno(), fd, pidfd)]
+        others = [x for conn, _, _, fd, pidfd, _ in self.waiting
+                  for x in (conn.fileno(), fd, pidfd)]
         others += [conn.fileno() for conn in self.reading]
         sys.stdout.flush()  # nothing of ours may reach a client's stdout
         child = os.fork()

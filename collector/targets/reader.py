@@ -95,8 +95,8 @@ class Recording(Stream):
     too, up to `limit`: what a first look at the input took, for the next
     reader's `head`."""
 
-    def __init__(self, fd: int, idle_timeout: float, limit: int):
-        super().__init__(fd, idle_timeout)
+    def __init__(self, fd: int, idle_timeout: float, limit: int, head: bytes = b""):
+        super().__init__(fd, idle_timeout, head)
         self.kept = bytearray()
         self.limit = limit
 

@@ -151,3 +151,33 @@ def test_pipe_mode_decides_first(builder, work):
         found, _, suppressed = storm(exe, work / "r", log)
     # handler_script's state directory (its environment) wins over the configuration's
     check(found, suppressed, work / "handler-state", log())
+
+
+def test_pipe_mode_handed_to_the_service_decides_there(builder, work):
+    """A pipe handler hands each core to the running service, whose parent
+    decides on the first notes: a suppressed crash's pipe is closed there,
+    with no child forked for it (one per report)."""
+    exe = builder.build("core_crash.c", "O0-fp")
+    control = work / "control.sock"
+    proc = subprocess.Popen(
+        collector_argv("serve", "--control", control, "--report-dir", work / "r",
+                       "--config", work / "collector.toml", "--log-level", "debug"),
+        stdout=subprocess.DEVNULL, stderr=open(work / "log", "w"), env=collector_env(),
+        start_new_session=True)
+    try:
+        log = lambda: (work / "log").read_text()  # noqa: E731
+        deadline = time.monotonic() + 30
+        while "listening" not in log():
+            assert proc.poll() is None and time.monotonic() < deadline, log()
+            time.sleep(0.05)
+        script = handler_script(work, {"COLLECTOR_CONTROL": control})
+        pattern = f"|{script} core --from-kernel --report-dir {work / 'own'} {KERNEL_ARGS}"
+        with owned_core_pattern(pattern, pipe_limit=4):
+            found, _, suppressed = storm(exe, work / "r", log)
+        text = log()
+    finally:
+        stop(proc)
+    check(found, suppressed, work / "state", text)
+    assert not (work / "own").exists(), "a handler wrote a report of its own"
+    assert len(re.findall(r"\(pipe closed;", text)) == suppressed, text
+    assert text.count("handling a core") == len(found), text
