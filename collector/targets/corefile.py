@@ -230,17 +230,13 @@ def _identity(path: str) -> tuple[str, int]:
     return f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}", st.st_ino
 
 
-def open_core(path: str, where: Where | None = None) -> tuple[CoreSpace, int]:
-    """A core file on disk; its dumped bytes are read on demand. Returns the
-    space and the file's size."""
+def open_core(fd: int, where: Where | None = None) -> tuple[CoreSpace, int]:
+    """A core file, open at `fd` (the space owns it from here); its dumped
+    bytes are read on demand. Returns the space and the file's size."""
     try:
-        fd = open_regular(path)
-    except OSError as e:
-        raise CoreError(f"cannot open {path}: {e.strerror}") from None
-    size = os.fstat(fd).st_size
-    try:
+        size = os.fstat(fd).st_size
         layout = read_layout(Stream(fd, idle_timeout=60))
-    except CoreError:
+    except BaseException:
         os.close(fd)
         raise
     if size < layout.size:
@@ -250,5 +246,3 @@ def open_core(path: str, where: Where | None = None) -> tuple[CoreSpace, int]:
         return os.pread(fd, n, offset) if offset + n <= size else None
 
     return CoreSpace(layout, dumped, {}, fd, where), size
-
-

@@ -140,7 +140,7 @@ def test_file_backed_bytes_come_from_the_file(tmp_path):
                      files=[(TEXT, TEXT + 0x2000, str(lib))])
     path = tmp_path / "core"
     path.write_bytes(data)
-    space, size = corefile.open_core(str(path))
+    space, size = corefile.open_core(os.open(path, os.O_RDONLY))
     assert size == len(data) and space.layout.errors == []
     assert space.read(TEXT + 0x105, 3) == bytes([5, 6, 7])
     mapping = space.maps()[0]
@@ -218,7 +218,7 @@ def both_doors(data: bytes, tmp: str) -> None:
     with open(tmp, "wb") as f:
         f.write(data)
     try:
-        space, _ = corefile.open_core(tmp)
+        space, _ = corefile.open_core(os.open(tmp, os.O_RDONLY))
     except corefile.CoreError:
         pass
     else:
