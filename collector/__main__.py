@@ -14,7 +14,8 @@ def main() -> int:
             if suppressed(argv):  # pipe mode, decided before anything heavy is loaded
                 return 0
             from .service import control_path
-            where = control_path() if "attach" in argv and "--no-service" not in argv else None
+            where = control_path() if ("attach" in argv or "core" in argv and "--from-kernel"
+                                       not in argv) and "--no-service" not in argv else None
             if where is not None:
                 from .service.control import forward
                 code = forward(where, argv)  # the service's warm caches

@@ -7,14 +7,17 @@ import stat
 import time
 
 from ..errors import BadCore, UsageError
-from ..service import pipe
+from ..service import CONTROL, CONTROL_ENV, pipe
 from ..service.pipe import KERNEL_ARGS, kernel_args
 from .options import add_stream_options, add_unwind_options, command_parser
 
+# as a client of the service opens the file it hands over (service/control.py)
 OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def core(args) -> dict | None:
+    """In this process: the service, when one runs, was asked first
+    (control.forward, before this command line was even parsed)."""
     if args.from_kernel:
         return from_kernel(args)
     path = core_path(args)
@@ -28,8 +31,8 @@ def core_path(args) -> str:
 
 
 def open_core_file(path: str) -> int:
-    """The core file open for reading, as a client of the service opens it
-    itself (O_NONBLOCK: a FIFO must not hang the open; it is refused next)."""
+    """The core file open for reading (O_NONBLOCK: a FIFO must not hang the
+    open; it is refused next, as anything but a regular file is)."""
     try:
         return os.open(path, OPEN_FLAGS)
     except OSError as e:
@@ -136,7 +139,10 @@ def register(sub) -> None:
                        "The files a core mapped are looked for at their recorded paths, "
                        "under --sysroot, beside the core, by build-id in the debug "
                        "directories and through debuginfod ($DEBUGINFOD_URLS), each checked "
-                       "against the build-id the core holds.")
+                       "against the build-id the core holds. When the resident service "
+                       f"runs (`collector serve`, control socket ${CONTROL_ENV} or {CONTROL}), "
+                       "it reads a core file with its warm caches: this process opens the "
+                       "file and hands it over.")
     c.add_argument("file_or_specs", nargs="*", metavar="FILE | LETTER=VALUE",
                    help="a core file; with --from-kernel, core_pattern specifiers")
     c.add_argument("--from-kernel", action="store_true",
@@ -150,4 +156,6 @@ def register(sub) -> None:
                    "mapped files and their debug files; may be repeated")
     add_unwind_options(c)
     add_stream_options(c)
+    c.add_argument("--no-service", action="store_true",
+                   help="read a core file in this process even when the service runs")
     c.set_defaults(func=core)

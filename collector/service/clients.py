@@ -1,7 +1,9 @@
 """What the service does for a client of its control socket (control.py
-has the protocol): run its `attach` with the warm caches and deliver the
-report as the client, or take over a core a pipe handler was given. Each asker is known by its peer credentials
-(SO_PEERCRED) and may ask only what it could do itself."""
+has the protocol): run its `attach` or `core FILE` with the warm caches
+and deliver the report as the client, or take over a core a pipe handler
+was given. Each asker is known by its peer credentials (SO_PEERCRED) and
+may ask only what it could do itself: a core file is the descriptor it
+opened, and the files that core names are opened with its groups and ids."""
 from __future__ import annotations
 
 import contextlib
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 
 from .. import errors
 from ..attach import build, capture
+from ..commands.core import cannot_open, core_path, from_file
 from ..targets import live, procfs
 from . import control
 
@@ -22,7 +25,8 @@ MAX_ANCESTORS = 4096
 MAX_ARGS = 256
 # What a client's command imports (cli.main in the delivering child):
 # imported by the service, before any fork, so that each child starts warm.
-CLIENT_MODULES = ("collector.commands.attach", "collector.delivery.deliver",
+CLIENT_MODULES = ("collector.commands.attach", "collector.commands.core",
+                  "collector.delivery.deliver",
                   "collector.delivery.sinks.stdout", "collector.text", "collector.logging",
                   "structlog", "tomllib")
 
@@ -117,22 +121,34 @@ def command_args(message: dict, parser):
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 2
         return None, {"exit": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
-    if args.command != "attach" or args.no_service or \
-            args.stop_timeout > control.MAX_STOP_TIMEOUT or \
-            args.symbolize_budget > control.MAX_BUDGET:
+    if args.command not in ("attach", "core") or args.no_service or \
+            args.symbolize_budget > control.MAX_BUDGET or (
+                args.command == "attach" and args.stop_timeout > control.MAX_STOP_TIMEOUT) or (
+                args.command == "core" and (args.from_kernel or len(args.file_or_specs) != 1)):
         return None, {"local": True}
     return args, None
 
 
-def command_fds(conn: socket.socket) -> list[int]:
-    """The client's stdout, stderr and directory, which it sends once told
-    the command started (ValueError, OSError: a client that does not)."""
+def started(args) -> dict:
+    """The answer once the service begins a command; for a core file, the
+    path the client is to open itself (its own permissions, its directory)."""
+    if args.command == "core":
+        return {"started": True, "open": core_path(args)}
+    return {"started": True}
+
+
+def command_fds(conn: socket.socket, args) -> tuple[list[int], dict]:
+    """(the client's stdout, stderr and directory, and the core file it
+    opened; its message), which it sends once told the command started
+    (ValueError, OSError: a client that does not)."""
     message, fds = control.receive(conn, control.MAX_REQUEST)
-    if message.get("op") != "fds" or len(fds) != 3:
+    core = args.command == "core"
+    if message.get("op") != "fds" or not (len(fds) == 3 or core and len(fds) == 4):
         for fd in fds:
             os.close(fd)
-        raise ValueError("a command's descriptors are its stdout, stderr and directory")
-    return fds
+        raise ValueError("a command's descriptors are its stdout, stderr and directory "
+                         "(and a core file)")
+    return fds, message
 
 
 def take_attach(args, asker: Peer, outlet, keep_images: int) -> dict:
@@ -150,18 +166,87 @@ def take_attach(args, asker: Peer, outlet, keep_images: int) -> dict:
     return report
 
 
+def take_core(args, asker: Peer, message: dict, fds: list[int], said: dict, outlet,
+              keep_images: int) -> dict | None:
+    """The report of the core file the asker opened (fds[3]; `said`: why it
+    could not), read as the asker would read it in-process; None when this
+    service cannot see its files as the asker does (the client reads it
+    itself). Raises a CollectorError as `collector core` would."""
+    path = core_path(args)
+    if len(fds) < 4:
+        code = said.get("errno")
+        raise cannot_open(path, os.strerror(code) if type(code) is int else "not opened")
+    if why_not_open(asker) is not None:
+        return None
+    outlet.images.begin(keep_images)
+    with as_client(asker, fds[2], message["env"]):
+        report = from_file(os.dup(fds[3]), path, args, outlet.images)
+        report["timings"]["service"] = True
+        outlet.symbolize(report, args.symbolize_budget)
+    return report
+
+
+def why_not_open(asker: Peer) -> str | None:
+    """None if a path the asker names opens here the file it would open:
+    the same mount namespace and root, and ids this service can take on."""
+    if os.geteuid() not in (0, asker.uid):
+        return f"the service runs as uid {os.geteuid()}"
+    try:
+        if os.readlink(f"/proc/{asker.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt"):
+            return "the asking process is in another mount namespace"
+        theirs, ours = os.stat(f"/proc/{asker.pid}/root"), os.stat("/")
+    except OSError:
+        return "the asking process is gone"
+    if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
+        return "the asking process has another root directory"
+    return None
+
+
+@contextlib.contextmanager
+def as_client(asker: Peer, cwd: int, env: dict):
+    """This process (the service) opens files as the asker while in here:
+    with its groups and effective ids (the kernel checks the asker's
+    permissions), from its directory, with its environment. The real and
+    saved ids stay root's, to come back with."""
+    switch = os.geteuid() == 0 and asker.uid != 0
+    here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    environ, groups, gid = dict(os.environ), os.getgroups(), os.getegid()
+    try:
+        if switch:
+            os.setgroups(client_groups(asker))
+            os.setegid(asker.gid)
+            os.seteuid(asker.uid)
+        os.fchdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+        if switch:
+            os.seteuid(0)
+            os.setegid(gid)
+            os.setgroups(groups)
+        os.fchdir(here)
+        os.close(here)
+
+
+def client_groups(asker: Peer) -> list[int]:
+    status = procfs.status(asker.pid)
+    if "Uid" not in status:
+        raise OSError(f"the client (pid {asker.pid}) is gone")
+    return [int(g) for g in status.get("Groups", "").split()]
+
+
 def deliver_as(asker: Peer, args, message: dict, fds: list[int], report: dict, run) -> int:
     """In a child of the service: become the client (its ids, groups,
     directory, umask, environment, stdout and stderr), then deliver the
-    report as `collector attach` there would (`run`: cli.run, with the
-    command line `args` the service parsed); its exit status. Raises
-    OSError if it cannot become the client: nothing is delivered as root."""
-    stdout, stderr, cwd = fds
+    report as the command there would (`run`: cli.run, with the command
+    line `args` the service parsed); its exit status. Raises OSError if it
+    cannot become the client: nothing is delivered as root."""
+    stdout, stderr, cwd = fds[:3]
     if asker.uid != 0:
-        status = procfs.status(asker.pid)
-        if "Uid" not in status:
-            raise OSError(f"the client (pid {asker.pid}) is gone")
-        os.setgroups([int(g) for g in status.get("Groups", "").split()])
+        os.setgroups(client_groups(asker))
         os.setresgid(asker.gid, asker.gid, asker.gid)
         os.setresuid(asker.uid, asker.uid, asker.uid)
     os.fchdir(cwd)

@@ -2,13 +2,17 @@
 JSON message each way, file descriptors alongside (SCM_RIGHTS).
 
 - {"op": "command", "argv": [...], "env": {...}, "umask": N}: the service
-  runs the command line (`attach`) with its warm caches and delivers the
-  report as the client, in the client's name. It answers {"started": true}
-  when it begins (within START_TIMEOUT), and the client then sends {"op":
-  "fds"} with its stdout, stderr and working directory (so that a service
-  that never starts holds none of them: a pipe would not end); then the
-  answer is {"exit": N}. Or at once {"exit": N, "stdout"/"stderr": text}
-  (a usage error, --help), or {"local": true}: the client does it itself.
+  runs the command line (`attach`, `core FILE`) with its warm caches and
+  delivers the report as the client, in the client's name. It answers
+  {"started": true} when it begins (within START_TIMEOUT), and the client
+  then sends {"op": "fds"} with its stdout, stderr and working directory
+  (so that a service that never starts holds none of them: a pipe would
+  not end); then the answer is {"exit": N}. For `core FILE` the answer
+  {"started": true, "open": FILE} names the file and the client opens it
+  itself, with its own permissions (the service opens no path a client
+  names), and sends it as a fourth descriptor, or {"errno": N} if the open
+  failed. Or at once {"exit": N, "stdout"/"stderr": text} (a usage error,
+  --help), or {"local": true}: the client does it itself.
 - {"op": "core", "kernel": {...}, "errors": [...]} with the core's pipe (and
   the kernel's pidfd, if any): the pipe handler hands its core over and the
   service answers {"taken": true} once a child of its own owns it.
@@ -34,7 +38,10 @@ HEADER = struct.Struct("!I")
 FD = struct.Struct("i")  # as SCM_RIGHTS carries them (array would import collections)
 MAX_REQUEST = 64 << 10
 MAX_ANSWER = 1 << 20
-MAX_FDS = 3
+MAX_FDS = 4             # stdout, stderr, the directory and a core file
+# how a client opens the core file it hands over, as `collector core` opens
+# it in-process (commands/core.py): O_NONBLOCK, or a FIFO would hang the open
+OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
 CONNECT_TIMEOUT = 1.0
 # A command is answered {"started": true} once the service begins it: a
 # service that is busy with another, stopped or hung leaves the client to do
@@ -145,10 +152,10 @@ def _close(fds: list[int]) -> None:
 
 
 def ask(where: str, message: dict, fds: tuple[int, ...] = (), timeout: float | None = None,
-        then: float | None = None, follow: tuple[dict, tuple[int, ...]] | None = None) -> dict:
+        then: float | None = None, follow=None) -> dict:
     """The service's answer; Unavailable if it cannot be asked. Once the
-    service says {"started": true} within `timeout`, `follow` (a message
-    and its fds) is sent, and the answer may take `then`."""
+    service says {"started": true} within `timeout`, `follow(that answer)`
+    (a message and its fds) is sent, and the answer may take `then`."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.settimeout(CONNECT_TIMEOUT)
@@ -161,7 +168,7 @@ def ask(where: str, message: dict, fds: tuple[int, ...] = (), timeout: float | N
             send(sock, message, fds)
             answer, extra = receive(sock, MAX_ANSWER)
             if follow is not None and answer.get("started") is True and not extra:
-                send(sock, *follow)
+                send(sock, *follow(answer))
                 sock.settimeout(then)
                 answer, extra = receive(sock, MAX_ANSWER)
         except (OSError, ValueError) as e:
@@ -175,21 +182,33 @@ def ask(where: str, message: dict, fds: tuple[int, ...] = (), timeout: float | N
 def forward(where: str, argv: list[str]) -> int | None:
     """This command line's exit status, run by the service at `where` with
     this process's stdout, stderr, working directory, environment and
-    umask; None when no service answers or it says to do it here."""
+    umask (and the core file it names, opened here); None when no service
+    answers or it says to do it here."""
     mask = os.umask(0o077)
     os.umask(mask)
     try:
         cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return None
+    opened: list[int] = []
+
+    def follow(started: dict) -> tuple[dict, tuple[int, ...]]:
+        message, path = {"op": "fds"}, started.get("open")
+        if isinstance(path, str):
+            try:
+                opened.append(os.open(path, OPEN_FLAGS))
+            except OSError as e:
+                message["errno"] = e.errno
+        return message, (1, 2, cwd, *opened)
+
     try:
         answer = ask(where, {"op": "command", "argv": argv, "env": dict(os.environ),
                              "umask": mask}, timeout=START_TIMEOUT, then=ANSWER_TIMEOUT,
-                     follow=({"op": "fds"}, (1, 2, cwd)))
+                     follow=follow)
     except Unavailable:
         return None
     finally:
-        os.close(cwd)
+        _close([cwd, *opened])
     code = answer.get("exit")
     if isinstance(code, bool) or not isinstance(code, int):
         return None
