@@ -195,8 +195,8 @@ def why_not_open(asker: Peer) -> str | None:
         if os.readlink(f"/proc/{asker.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt"):
             return "the asking process is in another mount namespace"
         theirs, ours = os.stat(f"/proc/{asker.pid}/root"), os.stat("/")
-    except OSError:
-        return "the asking process is gone"
+    except OSError as e:
+        return f"the asking process cannot be looked at: {e.strerror}"
     if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
         return "the asking process has another root directory"
     return None

@@ -325,6 +325,7 @@ class Service:
                 report = clients.take_attach(args, asker, outlet, s["cache_images"])
             return report, None if report is not None else {"local": True}
         except CollectorError as e:
+            log(f"{args.command} for pid {asker.pid} (uid {asker.uid}): {e}")
             return None, {"exit": e.exit_code, "stderr": f"collector: {e}\n"}
         except Exception as e:
             log(f"{args.command} failed: internal error: {type(e).__name__}: {e}")

@@ -12,6 +12,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -312,3 +313,138 @@ def test_socket_activation_with_both_sockets(builder, spawn, tmp_path):
         assert "listening on control, core" in log.read_text(), log.read_text()
     finally:
         stop(proc)
+
+
+@pytest.fixture(scope="module")
+def private_core(builder):
+    """A kernel-written core of `core_crash segv 3`, readable by anyone, in a
+    directory anyone may enter (under the temp directory, where run_command
+    runs); its executable in a directory only root may enter."""
+    if can_own():
+        pytest.skip(can_own())
+    d = short_tempdir()
+    d.chmod(0o755)
+    private = d / "private"
+    private.mkdir(mode=0o700)
+    exe = private / "core_crash"
+    shutil.copy2(builder.build("core_crash.c"), exe)
+    with owned_core_pattern(f"{d}/core.%p", pipe_limit=0):
+        pid = crash([exe, "segv", 3])
+    core = d / f"core.{pid}"
+    core.chmod(0o644)
+    yield core
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def core_command(*args, env=None, client=()):
+    """`collector core --symbolize-budget 0 ARGS` with a state directory of
+    its own (storm control would hold back a fingerprint seen too often);
+    the report, without what differs from run to run."""
+    with tempfile.TemporaryDirectory() as state:
+        if client:  # NOBODY_CLIENT's
+            os.chown(state, NOBODY, NOBODY)
+        env = dict(env or collector_env(), COLLECTOR_STATE_DIR=state)
+        r = run_command([*(client or collector_argv()), "core", "--symbolize-budget", "0",
+                         *map(str, args)], env=env)
+    if r.rc == 0:
+        r.report = json.loads(r.stdout)
+        r.timings = r.report.pop("timings")
+        for key in ("report_id", "time"):
+            r.report.pop(key)
+    return r
+
+
+def test_core_file_through_the_service(private_core, service):
+    """The same report through the service (twice: the second with its
+    caches warm) as in-process, the path named relative to the client's
+    directory; said so in the timings and the service's log."""
+    serving = service()
+    relative = private_core.relative_to(tempfile.gettempdir())  # run_command's directory
+    first, again = core_command(relative), core_command(relative)
+    alone = core_command("--no-service", relative)
+    for r in (first, again, alone):
+        assert r.rc == 0, str(r)
+    assert first.timings.get("service") is True, serving.text() + first.stderr
+    assert again.timings.get("service") is True, serving.text() + again.stderr
+    assert "service" not in alone.timings
+    assert first.report == again.report == alone.report
+    assert first.report["core"]["path"] == str(private_core)
+    crashed = crashed_thread(first.report)
+    assert names(crashed)[:4] == ["boom", "e", "d", "crasher"], names(crashed)
+    assert len(re.findall(rf"core {relative}: report for pid \d+", serving.text())) == 2
+
+
+def test_a_bad_core_file_says_what_it_says_in_process(private_core, service, tmp_path):
+    """A file that is missing, a FIFO, a directory, not a core, a core cut
+    in its headers or notes: the service answers with the exit status and
+    the one line `collector core --no-service` has; a core cut in its memory
+    is still a report, the same one."""
+    serving = service()
+    data = private_core.read_bytes()
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "text").write_text("not a core\n")
+    (tmp_path / "headers").write_bytes(data[:100])
+    (tmp_path / "notes").write_bytes(data[:64] + b"\xff" * 4000)
+    (tmp_path / "memory").write_bytes(data[:len(data) // 2])
+    refused = set()
+    for name in ("missing", "fifo", ".", "text", "headers", "notes", "memory"):
+        path = tmp_path / name
+        served, alone = core_command(path), core_command("--no-service", path)
+        assert (served.rc, served.stderr, served.report) == \
+            (alone.rc, alone.stderr, alone.report), f"{served}\n{alone}"
+        if name == "memory":
+            assert served.rc == 0 and served.timings.get("service") is True, str(served)
+            assert any("truncated" in e for e in served.report["errors"]), served.report["errors"]
+        elif served.rc:  # said by the service, not by a client that read the file itself
+            assert served.stderr.count("\n") == 1, str(served)
+            said = served.stderr.removeprefix("collector: ")
+            assert re.search(rf"core for pid \d+ \(uid 0\): {re.escape(said.strip())}$",
+                             serving.text(), re.M), serving.text()
+            refused.add(name)
+        else:
+            assert served.timings.get("service") is True and served.report["errors"]
+    assert refused >= {"missing", "fifo", ".", "text", "headers"}, refused
+    assert serving.proc.poll() is None
+
+
+def test_a_client_reads_only_the_core_files_it_may(private_core, service, tmp_path):
+    """nobody: a core file it may not read is refused by its own open, as
+    in-process; of one it may read, the service opens the files the core
+    names as nobody, so the executable in root's directory is not found."""
+    serving = service()
+    client = [sys.executable, "-c", NOBODY_CLIENT]
+    secret = tmp_path / "core"
+    shutil.copy2(private_core, secret)
+    secret.chmod(0o600)
+    os.chmod(tmp_path, 0o755)
+    refused = core_command(secret, client=client)
+    assert refused.rc == 10, str(refused)
+    assert refused.stderr == f"collector: {secret}: cannot open {secret}: Permission denied\n"
+    allowed, alone = core_command(private_core, client=client), core_command(private_core)
+    assert allowed.rc == 0 and alone.rc == 0, f"{allowed}\n{alone}"
+    assert allowed.timings.get("service") is True, serving.text()
+    exe = str(private_core.parent / "private" / "core_crash")
+    theirs, ours = ([m for m in r.report["modules"] if m["path"] == exe][0]
+                    for r in (allowed, alone))
+    assert ours["found_by"] == "path" and "build_id" in ours, ours
+    assert theirs.get("found_by") is None and "no file" in theirs.get("error", ""), theirs
+    assert "boom" in names(crashed_thread(alone.report))
+    assert "boom" not in names(crashed_thread(allowed.report))
+
+
+def test_core_file_without_a_service(private_core, tmp_path):
+    """No socket, or a service that never starts the command: the core is
+    read in-process, the latter after START_TIMEOUT."""
+    mute = socket.socket(socket.AF_UNIX)
+    mute.bind(str(tmp_path / "mute.sock"))
+    mute.listen(4)
+    held = []
+    try:
+        threading.Thread(target=lambda: held.append(mute.accept()[0]), daemon=True).start()
+        for where in (tmp_path / "none.sock", tmp_path / "mute.sock"):
+            r = core_command(private_core, env=dict(collector_env(), COLLECTOR_CONTROL=str(where)))
+            assert r.rc == 0 and "service" not in r.timings, f"{where}: {r}"
+            assert r.wall_s < control.START_TIMEOUT + 20, where
+    finally:
+        for sock in (mute, *held):
+            sock.close()

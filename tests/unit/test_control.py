@@ -78,6 +78,41 @@ def test_a_command_line_is_checked_and_parsed():
             command(**given)
 
 
+def test_a_core_file_is_served_alone_and_named_for_the_client_to_open():
+    args, answer = command(["core", "--symbolize-budget", "0", "dir/core.1"])
+    assert answer is None and clients.started(args) == {"started": True, "open": "dir/core.1"}
+    assert clients.started(command(["attach", "42"])[0]) == {"started": True}
+    for local in (["core", "--no-service", "c"], ["core", "--from-kernel", "P=1"], ["core"],
+                  ["core", "a", "b"], ["core", "--symbolize-budget", "31", "c"]):
+        assert command(local) == (None, {"local": True}), local
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="takes on another user's ids")
+def test_the_service_opens_files_as_its_client(tmp_path):
+    """Inside as_client: nobody's effective ids and groups, its directory and
+    environment (a file only root may read does not open); after it, the
+    service's own again."""
+    from tests.conftest import NOBODY
+    secret = tmp_path / "secret"
+    secret.write_text("x")
+    secret.chmod(0o600)
+    tmp_path.chmod(0o755)
+    cwd = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    me, env, here = os.getpid(), dict(os.environ), os.getcwd()
+    try:
+        with clients.as_client(clients.Peer(me, NOBODY, NOBODY), cwd, {"A": "b"}):
+            assert (os.geteuid(), os.getegid(), os.getuid()) == (NOBODY, NOBODY, 0)
+            assert os.getcwd() == str(tmp_path) and dict(os.environ) == {"A": "b"}
+            with pytest.raises(PermissionError):
+                open("secret")
+        assert (os.geteuid(), os.getegid(), os.getcwd()) == (0, 0, here)
+        assert dict(os.environ) == env and open(secret).read() == "x"
+    finally:
+        os.close(cwd)
+    assert clients.why_not_open(clients.Peer(me, NOBODY, NOBODY)) is None
+    assert clients.why_not_open(clients.Peer(999999999, 0, 0)) is not None
+
+
 def test_who_may_ask_for_what():
     me = os.getpid()
     assert clients.why_not_trace(clients.Peer(me, 0, 0), 1) is None  # root: anything
