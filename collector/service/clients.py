@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from .. import errors
 from ..attach import build, capture
-from ..commands.core import cannot_open, core_path, from_file
+from ..core import cannot_open, from_file, named
 from ..targets import live, procfs
 from . import control
 
@@ -133,7 +133,7 @@ def started(args) -> dict:
     """The answer once the service begins a command; for a core file, the
     path the client is to open itself (its own permissions, its directory)."""
     if args.command == "core":
-        return {"started": True, "open": core_path(args)}
+        return {"started": True, "open": named(args)}
     return {"started": True}
 
 
@@ -172,7 +172,7 @@ def take_core(args, asker: Peer, message: dict, fds: list[int], said: dict, outl
     could not), read as the asker would read it in-process; None when this
     service cannot see its files as the asker does (the client reads it
     itself). Raises a CollectorError as `collector core` would."""
-    path = core_path(args)
+    path = named(args)
     if len(fds) < 4:
         code = said.get("errno")
         raise cannot_open(path, os.strerror(code) if type(code) is int else "not opened")
