@@ -3,7 +3,7 @@ has the protocol): run its `attach` or `core FILE` with the warm caches
 and deliver the report as the client, or take over a core a pipe handler
 was given. Each asker is known by its peer credentials (SO_PEERCRED) and
 may ask only what it could do itself: a core file is the descriptor it
-opened, and the files that core names are opened with its groups and ids."""
+opened, read in a child that has become the client."""
 from __future__ import annotations
 
 import contextlib
@@ -166,24 +166,31 @@ def take_attach(args, asker: Peer, outlet, keep_images: int) -> dict:
     return report
 
 
-def take_core(args, asker: Peer, message: dict, fds: list[int], said: dict, outlet,
-              keep_images: int) -> dict | None:
-    """The report of the core file the asker opened (fds[3]; `said`: why it
-    could not), read as the asker would read it in-process; None when this
-    service cannot see its files as the asker does (the client reads it
-    itself). Raises a CollectorError as `collector core` would."""
-    path = named(args)
-    if len(fds) < 4:
-        code = said.get("errno")
-        raise cannot_open(path, os.strerror(code) if type(code) is int else "not opened")
+def core_reader(args, asker: Peer, fds: list[int], said: dict, outlet, keep_images: int):
+    """The command, in the child that becomes the client, that reads the
+    core file it opened (fds[3]; `said`: why it could not) with the images
+    this service keeps, as `collector core FILE` would in-process: the
+    child reads as the client (its ids, directory, environment) what the
+    core names, and what it learns dies with it, so no client's files,
+    debug directories or links reach another's reports. None when this
+    service cannot see the client's files as the client does (its mount
+    namespace, its root): the client reads it itself."""
     if why_not_open(asker) is not None:
         return None
-    outlet.images.begin(keep_images)
-    with as_client(asker, fds[2], message["env"]):
-        report = from_file(os.dup(fds[3]), path, args, outlet.images)
+    path = named(args)
+    code = said.get("errno")
+    opened = fds[3] if len(fds) == 4 else None
+
+    def read(args) -> dict:
+        if opened is None:
+            raise cannot_open(path, os.strerror(code) if type(code) is int else "not opened")
+        outlet.images.begin(keep_images)
+        report = from_file(os.dup(opened), path, args, outlet.images)
         report["timings"]["service"] = True
-        outlet.symbolize(report, args.symbolize_budget)
-    return report
+        outlet.symbolize(report, args.symbolize_budget)  # with the images it was unwound with
+        args.outlet.budget = 0  # the client's outlet: symbolized already
+        return report
+    return read
 
 
 def why_not_open(asker: Peer) -> str | None:
@@ -202,35 +209,6 @@ def why_not_open(asker: Peer) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def as_client(asker: Peer, cwd: int, env: dict):
-    """This process (the service) opens files as the asker while in here:
-    with its groups and effective ids (the kernel checks the asker's
-    permissions), from its directory, with its environment. The real and
-    saved ids stay root's, to come back with."""
-    switch = os.geteuid() == 0 and asker.uid != 0
-    here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    environ, groups, gid = dict(os.environ), os.getgroups(), os.getegid()
-    try:
-        if switch:
-            os.setgroups(client_groups(asker))
-            os.setegid(asker.gid)
-            os.seteuid(asker.uid)
-        os.fchdir(cwd)
-        os.environ.clear()
-        os.environ.update(env)
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(environ)
-        if switch:
-            os.seteuid(0)
-            os.setegid(gid)
-            os.setgroups(groups)
-        os.fchdir(here)
-        os.close(here)
-
-
 def client_groups(asker: Peer) -> list[int]:
     status = procfs.status(asker.pid)
     if "Uid" not in status:
@@ -238,12 +216,14 @@ def client_groups(asker: Peer) -> list[int]:
     return [int(g) for g in status.get("Groups", "").split()]
 
 
-def deliver_as(asker: Peer, args, message: dict, fds: list[int], report: dict, run) -> int:
+def deliver_as(asker: Peer, args, message: dict, fds: list[int], report: dict | None,
+               run) -> int:
     """In a child of the service: become the client (its ids, groups,
     directory, umask, environment, stdout and stderr), then deliver the
     report as the command there would (`run`: cli.run, with the command
-    line `args` the service parsed); its exit status. Raises OSError if it
-    cannot become the client: nothing is delivered as root."""
+    line `args` the service parsed; no report: the command makes it there,
+    as the client); its exit status. Raises OSError if it cannot become the
+    client: nothing is delivered, or read, as root."""
     stdout, stderr, cwd = fds[:3]
     if asker.uid != 0:
         os.setgroups(client_groups(asker))

@@ -10,7 +10,8 @@
   handlers' memory.
 - On the control socket (clients.py) `collector attach` and `collector
   core FILE` hand over their command line (and the core file, opened by
-  the client): the service makes the report itself with its warm caches,
+  the client): the service makes the report itself with its warm caches
+  (a core file in the child that becomes the client),
   one at a time, and a child that becomes the client (its ids, directory,
   environment, stdout and stderr) delivers it as the client's own; and a
   pipe handler hands over its core, which then waits for a job like a
@@ -287,11 +288,12 @@ class Service:
         self.answer(conn, answer)
 
     def command(self, conn: socket.socket, message: dict, asker) -> dict | None:
-        """A client's `attach` or `core FILE`: the report made here, with the
-        warm caches (one at a time), then delivered by a child that becomes
-        the client and answers it (None); or the answer to send. The
-        client's stdout, stderr and directory (and the core file it opened)
-        come only once it is told the command started: a service that never
+        """A client's `attach`: the report made here, with the warm caches
+        (one at a time), then delivered by a child that becomes the client
+        and answers it (None); or the answer to send. A `core FILE`: read
+        with the warm caches by that child, as the client. The client's
+        stdout, stderr and directory (and the core file it opened) come
+        only once it is told the command started: a service that never
         starts it holds none of them."""
         args, answer = clients.command_args(message, self.cli.parser)
         if args is None:
@@ -299,11 +301,18 @@ class Service:
         control.send(conn, clients.started(args))  # an OSError: a client gone, a bad request
         fds, said = clients.command_fds(conn, args)  # sent at once: read before any answer can be
         try:
-            report, answer = self.take(args, asker, message, fds, said)
-            if answer is not None:
-                return answer
-            what = f"pid {args.pid}" if args.command == "attach" else f"core {args.file_or_specs[0]}"
-            log(f"{what}: report for pid {asker.pid} (uid {asker.uid})")
+            report = None
+            if args.command == "core":
+                args.func = clients.core_reader(args, asker, fds, said, self.args.outlet,
+                                                self.args.service["cache_images"])
+                if args.func is None:
+                    return {"local": True}
+                log(f"core {args.file_or_specs[0]}: read for pid {asker.pid} (uid {asker.uid})")
+            else:
+                report, answer = self.take(args, asker)
+                if answer is not None:
+                    return answer
+                log(f"pid {args.pid}: report for pid {asker.pid} (uid {asker.uid})")
             self.fork(lambda: _deliver(conn, asker, args, message, fds, report, self.cli.run),
                       what="a client")
             return None
@@ -311,28 +320,21 @@ class Service:
             for fd in fds:
                 os.close(fd)
 
-    def take(self, args, asker, message: dict, fds: list[int], said: dict
-             ) -> tuple[dict | None, dict | None]:
+    def take(self, args, asker) -> tuple[dict | None, dict | None]:
         """(the report, None), or (None, the answer instead): an error said
-        as the command would say it, or a bug in us or a client whose files
-        this service cannot see as it does (the client does it itself)."""
-        s, outlet = self.args.service, self.args.outlet
+        as the command would say it, or a bug in us (the client does it
+        itself)."""
+        s = self.args.service
         try:
-            if args.command == "core":
-                report = clients.take_core(args, asker, message, fds, said, outlet,
-                                           s["cache_images"])
-            else:
-                report = clients.take_attach(args, asker, outlet, s["cache_images"])
-            return report, None if report is not None else {"local": True}
+            return clients.take_attach(args, asker, self.args.outlet, s["cache_images"]), None
         except CollectorError as e:
-            log(f"{args.command} for pid {asker.pid} (uid {asker.uid}): {e}")
             return None, {"exit": e.exit_code, "stderr": f"collector: {e}\n"}
         except Exception as e:
-            log(f"{args.command} failed: internal error: {type(e).__name__}: {e}")
+            log(f"attach failed: internal error: {type(e).__name__}: {e}")
             return None, {"local": True}
         finally:
             if _rss() > s["cache_memory"]:
-                outlet.images.begin(outlet.images.held // 2)
+                self.args.outlet.images.begin(self.args.outlet.images.held // 2)
 
     @staticmethod
     def answer(conn: socket.socket | None, answer: dict) -> None:
@@ -458,11 +460,11 @@ def warm(images) -> None:
             pass
 
 
-def _deliver(conn: socket.socket, asker, args, message: dict, fds: list[int], report: dict,
-             run) -> None:
-    """The child that delivers a client's report as the client and tells
-    it the exit status; one that cannot become the client tells it to do
-    the work itself."""
+def _deliver(conn: socket.socket, asker, args, message: dict, fds: list[int],
+             report: dict | None, run) -> None:
+    """The child that delivers a client's report (or makes it: a core file)
+    as the client and tells it the exit status; one that cannot become the
+    client tells it to do the work itself."""
     t0, own = time.monotonic(), os.dup(2)
     try:
         code = clients.deliver_as(asker, args, message, fds, report, run)
