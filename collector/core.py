@@ -33,8 +33,8 @@ def cannot_open(path: str, why: str) -> BadCore:
 
 def from_file(fd: int, path: str, args, images) -> dict:
     """The report of the core file `path`, open at `fd` (its own from here):
-    in this process, or in the service, with the descriptor its client
-    opened."""
+    in this process, or in the service's child that became the client, with
+    the descriptor the client opened."""
     from unwinder.debuginfo import DEBUG_DIRS_ENV, debug_dirs
 
     from .targets.locate import Where

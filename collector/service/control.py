@@ -40,7 +40,7 @@ MAX_REQUEST = 64 << 10
 MAX_ANSWER = 1 << 20
 MAX_FDS = 4             # stdout, stderr, the directory and a core file
 # how a client opens the core file it hands over, as `collector core` opens
-# it in-process (commands/core.py): O_NONBLOCK, or a FIFO would hang the open
+# it in-process (collector/core.py): O_NONBLOCK, or a FIFO would hang the open
 OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
 CONNECT_TIMEOUT = 1.0
 # A command is answered {"started": true} once the service begins it: a
