@@ -102,6 +102,25 @@ def test_copy_at_gives_the_copy_that_holds_an_address_or_the_gap_around_it():
     assert s.copy_at(BASE - 1) == (0, BASE, b"")
 
 
+def test_a_page_read_late_serves_only_the_words_no_copy_holds():
+    buf = ctypes.create_string_buffer(bytes(range(256)) * 48)  # our own memory, read "late"
+    page = (ctypes.addressof(buf) + PAGE - 1) & -PAGE           # a whole page inside buf
+    raw = buf.raw[page - ctypes.addressof(buf):][:PAGE]
+    copied = b"\xee" * 64                       # the copy of the page's first words differs
+    s = Snapshot(os.getpid(), [], {}, [(page, copied), (page + 256, copied)], live=True)
+    try:
+        late = [page + 64, page + 72, page + 128, page + 248]
+        assert [s.read_u64(a) for a in late] == [struct.unpack_from("<Q", raw, a - page)[0]
+                                                 for a in late]
+        assert s.late_reads == 4
+        assert s.read_u64(page + 8) == s.read_u64(page + 256) == 0xEEEEEEEEEEEEEEEE
+        assert s.read_u64(page + 72) == struct.unpack_from("<Q", raw, 72)[0]
+        assert s.read_u64(page + 320) == struct.unpack_from("<Q", raw, 320)[0]
+        assert s.late_reads == 6
+    finally:
+        s.close()
+
+
 def test_late_reads_of_one_page_are_each_counted():
     buf = ctypes.create_string_buffer(bytes(range(256)) * 32)   # our own memory, read "late"
     addr = ctypes.addressof(buf)

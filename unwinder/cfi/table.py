@@ -22,9 +22,8 @@ _STEPPED = frozenset(_CALLEE_SAVED) | {RSP, RIP}
 class Row:
     """The rules at one pc (a plain class: dataclasses cost milliseconds to
     import). `plan` is step()'s plan for the usual row, CFA = reg + N and
-    every rule "saved at CFA + N": (cfa reg, N, ((reg, N), ...), ra saved,
-    ra reg, the saved words as one slice or None); False for any other;
-    None: not made yet."""
+    every rule "saved at CFA + N" (see _plan); False for any other; None:
+    not made yet."""
     __slots__ = ("cfa", "rules", "ra_reg", "signal_frame", "fde_start", "fde_end", "args_size",
                  "plan")
 
@@ -213,32 +212,31 @@ def step(row: Row, regs: dict[int, int], read_u64: Callable[[int], int],
     if not plan:
         return _step_general(row, regs, read_u64)
     # the planned row: the general step's result, without its general case
-    cfa_reg, cfa_offset, saved, ra_saved, ra_reg, span = plan
+    cfa_reg, cfa_offset, saved, ra_from, low, size, unpack, slots = plan
     base = regs.get(cfa_reg)
     if base is None:
         raise CfiError(f"cfa register {_name(cfa_reg)} unknown")
     cfa = (base + cfa_offset) & MASK64
-    if regs.keys() <= _STEPPED:  # a caller a step made: nothing to leave out
-        caller = regs.copy()     # (its rip is replaced or dropped below)
+    if _STEPPED.issuperset(regs):  # a caller a step made: nothing to leave out
+        caller = regs.copy()       # (its rip is replaced or dropped below)
     else:
         caller = {r: regs[r] for r in _CALLEE_SAVED if r in regs}
     caller[RSP] = cfa
-    if span is not None and stack is not None:
-        low, size, unpack, slots = span
+    got = None
+    if unpack is not None and stack is not None:
         at = ((cfa + low) & MASK64) - stack[0]
-        got = unpack(stack[2], at) if 0 <= at <= len(stack[2]) - size else None
-    else:
-        got = None
+        if 0 <= at <= len(stack[2]) - size:
+            got = unpack(stack[2], at)
     if got is not None:
         for reg, i in slots:
             caller[reg] = got[i]
     else:
         for reg, offset in saved:
             caller[reg] = read_u64((cfa + offset) & MASK64)
-    if ra_saved:
-        caller[RIP] = caller[ra_reg]
-    else:
+    if ra_from is None:
         caller.pop(RIP, None)  # no return address: the outermost frame
+    elif ra_from != RIP:
+        caller[RIP] = caller[ra_from]
     return cfa, caller
 
 
@@ -275,19 +273,21 @@ def _step_general(row: Row, regs: dict[int, int], read_u64: Callable[[int], int]
 
 
 def _plan(row: Row) -> tuple | bool:
+    """(cfa reg, N, ((reg, N), ...), the register that holds the return
+    address (None: none is saved), then how to slice the saved words at once
+    when they are whole words apart: lowest offset, bytes, their unpacker,
+    ((reg, word), ...); None for these when they are not)."""
     plan: tuple | bool = False
     if row.cfa.expr is None and all(rule.kind == OFFSET for _, rule in row.rules):
         saved = tuple((reg, rule.value) for reg, rule in row.rules)
         offsets = [offset for _, offset in saved]
         low = min(offsets, default=0)
         count = (max(offsets, default=0) - low) // 8 + 1
-        # the saved words as one slice of the stack, when they are whole words
-        # apart: (lowest offset, bytes, their unpacker, (reg, word), ...))
-        span = (low, 8 * count, struct.Struct(f"<{count}Q").unpack_from,
-                tuple((reg, (offset - low) // 8) for reg, offset in saved)) \
-            if saved and count <= 32 and all((o - low) % 8 == 0 for o in offsets) else None
-        plan = (row.cfa.reg, row.cfa.offset, saved, any(reg == row.ra_reg for reg, _ in saved),
-                row.ra_reg, span)
+        ra_from = row.ra_reg if any(reg == row.ra_reg for reg, _ in saved) else None
+        plan = (row.cfa.reg, row.cfa.offset, saved, ra_from, None, None, None, None)
+        if saved and count <= 32 and all((o - low) % 8 == 0 for o in offsets):
+            plan = plan[:4] + (low, 8 * count, struct.Struct(f"<{count}Q").unpack_from,
+                               tuple((reg, (offset - low) // 8) for reg, offset in saved))
     row.plan = plan
     return plan
 
