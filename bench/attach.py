@@ -3,6 +3,7 @@
 `gdb -batch -ex 'thread apply all bt'` against the same live targets.
 
     python bench/attach.py [--runs 5] [--no-gdb] [--pin] [--fifo] [--service] [--json results.json]
+                           [--only threads,deep,node]
 
 Targets (compiled from bench/attach_target.c into a temp dir at run time):
 
@@ -48,6 +49,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SHM = struct.Struct("<5Q")  # reset_seq, ack_seq, max_gap_ns, loops, max_other_ns (attach_target.c)
 TOOL_TIMEOUT = 120
+CASES = ("threads", "deep", "node")
 
 
 CONTROL = {"path": ""}  # the bench's own service, with --service ("": none)
@@ -268,7 +270,11 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="PATH", help="also write the raw measurements here")
     ap.add_argument("--service", action="store_true",
                     help="also attach through a resident `collector serve --control` (warm)")
+    ap.add_argument("--only", type=lambda s: set(s.split(",")), default=set(CASES),
+                    metavar="CASES", help=f"the targets to run, of {','.join(CASES)} (default all)")
     args = ap.parse_args(argv)
+    if not args.only <= set(CASES):
+        ap.error(f"--only: no such target {', '.join(sorted(args.only - set(CASES)))}")
     if args.fifo:
         if os.geteuid() != 0 or shutil.which("chrt") is None:
             sys.exit("bench: --fifo needs root and chrt (util-linux)")
@@ -327,6 +333,16 @@ def start_service(col: list[str], tmp: Path, pin: bool) -> subprocess.Popen:
 def run_targets(args, col: list[str], have: dict, exe: Path, tmp: Path, results: dict) -> None:
     cold = [*col, "attach", "--no-service"]
     warm = [*col, "attach"]
+    if "threads" in args.only:
+        bench_threads(args, cold, warm, have, exe, tmp, results)
+    if "deep" in args.only:
+        bench_deep(args, cold, have, exe, results)
+    if "node" in args.only and shutil.which("node"):
+        bench_node(args, cold, warm, have, results)
+
+
+def bench_threads(args, cold: list[str], warm: list[str], have: dict, exe: Path, tmp: Path,
+                  results: dict) -> None:
     # 1. many threads + spinner. --pin gives the spinner a cpu of its own
     # and the bench (hence every tool) the others.
     cpus = sorted(os.sched_getaffinity(0))
@@ -385,7 +401,8 @@ def run_targets(args, col: list[str], have: dict, exe: Path, tmp: Path, results:
         target.kill()
         os.sched_setaffinity(0, cpus)
 
-    # 2. deep recursion
+
+def bench_deep(args, cold: list[str], have: dict, exe: Path, results: dict) -> None:
     target = Target([str(exe), "recurse", str(args.recursion)])
     try:
         pid = str(target.pid)
@@ -405,9 +422,6 @@ def run_targets(args, col: list[str], have: dict, exe: Path, tmp: Path, results:
             verdict("issue 13: wall <= 4x eu-stack", ratio(med(c["wall"]), med(e["wall"])), 4.0)
     finally:
         target.kill()
-
-    if shutil.which("node"):
-        bench_node(args, cold, warm, have, results)
 
 
 def bench_node(args, cold: list[str], warm: list[str], have: dict, results: dict) -> None:
