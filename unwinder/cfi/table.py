@@ -216,7 +216,9 @@ def step(row: Row, regs: dict[int, int], read_u64: Callable[[int], int],
     base = regs.get(cfa_reg)
     if base is None:
         raise CfiError(f"cfa register {_name(cfa_reg)} unknown")
-    cfa = (base + cfa_offset) & MASK64
+    cfa = base + cfa_offset
+    if cfa >> 64:  # below 0 or past 2**64: wraps, as the general step's does
+        cfa &= MASK64
     if _STEPPED.issuperset(regs):  # a caller a step made: nothing to leave out
         caller = regs.copy()       # (its rip is replaced or dropped below)
     else:
@@ -224,9 +226,10 @@ def step(row: Row, regs: dict[int, int], read_u64: Callable[[int], int],
     caller[RSP] = cfa
     got = None
     if unpack is not None and stack is not None:
-        at = ((cfa + low) & MASK64) - stack[0]
-        if 0 <= at <= len(stack[2]) - size:
-            got = unpack(stack[2], at)
+        at = cfa + low - stack[0]   # no wrap: the words at hand lie below 2**64
+        data = stack[2]
+        if 0 <= at <= len(data) - size:
+            got = unpack(data, at)
     if got is not None:
         for reg, i in slots:
             caller[reg] = got[i]
