@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import struct
-import zlib
 from collections import namedtuple
 from operator import itemgetter
 
@@ -56,6 +55,8 @@ class ElfFile:
         (_, self.type, self.machine, _, self.entry, phoff, shoff, _, _,
          phentsize, phnum, shentsize, shnum, shstrndx) = _EHDR.unpack_from(self.data)
         self.by_index: list[Section] = []
+        # symbols' link-time values (None: not defined) by name, as dynamic.common found them
+        self.values_by_name: dict[str, int | None] = {}
         self.segments = self._read_segments(phoff, phentsize, phnum)
         self.sections = self._read_sections(shoff, shentsize, shnum, shstrndx)
 
@@ -109,6 +110,7 @@ class ElfFile:
             raise ElfError(f"{self.name}: {section.name}: unsupported compression {kind}")
         if kind == ELFCOMPRESS_ZSTD:
             return _unzstd(raw[_CHDR.size:], size, f"{self.name}: {section.name}")
+        import zlib  # only for a compressed section (DWARF, mostly: not on a walk's way)
         try:
             return memoryview(zlib.decompressobj().decompress(raw[_CHDR.size:], size))
         except zlib.error as e:
