@@ -10,7 +10,7 @@ from .cfi import CfiError, Row
 from .elf import PT_LOAD
 from .keep import KEEP_INNER, Elided, Kept
 from .modules import Module, ModuleMap
-from .regs import RIP, RSP
+from .regs import RIP, RSP, known
 from .space import AddressSpace, Mapping, MemoryFault, read_u64
 
 MIN_PC = 4096
@@ -23,13 +23,13 @@ class Frame:
     __slots__ = ("index", "pc", "regs", "sp", "method", "module", "cfa", "signal_frame",
                  "after_signal")
 
-    def __init__(self, index: int, pc: int, regs: dict[int, int], method: str,
+    def __init__(self, index: int, pc: int, regs: list, method: str,
                  module: Module | None = None, cfa: int | None = None,
                  signal_frame: bool = False, after_signal: bool = False):
         self.index = index
         self.pc = pc
-        self.regs = regs                # known registers only
-        self.sp = regs.get(RSP)         # None in a caller a strategy could not give one
+        self.regs = regs                # unwinder.regs: a list, None where unknown
+        self.sp = regs[RSP]             # None in a caller a strategy could not give one
         self.method = method
         self.module = module
         self.cfa = cfa                  # set once the step out of this frame is computed
@@ -39,7 +39,7 @@ class Frame:
     def __repr__(self) -> str:
         return f"Frame({self.index}, {self.pc:#x}, {self.method}, sp={self.sp and hex(self.sp)})"
 
-    def caller(self, pc: int, regs: dict[int, int], method: str,
+    def caller(self, pc: int, regs: list, method: str,
                after_signal: bool = False) -> Frame:
         return Frame(self.index + 1, pc, regs, method, None, None, False, after_signal)
 
@@ -183,7 +183,7 @@ def by_cfi(frame: Frame, ctx: Context) -> Frame | None:
         ctx.notes.append(f"bad CFI at {frame.pc:#x}: {e}")
         return None
     frame.cfa = ctx.cfi_cfa = cfa
-    ra = caller.get(RIP)
+    ra = caller[RIP]
     if ra is None:
         raise Stop("outermost frame (CFI marks the return address undefined)")
     if ra == 0 and not signal:   # a signal may interrupt a NULL call
@@ -206,7 +206,7 @@ def unwind(space: AddressSpace, modules: ModuleMap, regs: dict[int, int],
     if RIP not in regs or RSP not in regs:
         return Trace([], "registers unknown")
     ctx = Context(space, modules, dynamic)
-    frame = Frame(0, regs[RIP], dict(regs), "context")
+    frame = Frame(0, regs[RIP], known(regs), "context")
     kept, bounds = Kept(), Bounds(ctx, max_frames, time_budget)
     find, keep = modules.find, kept.append
     low = high = limit = 0  # Bounds.check is asked only when its answer may change

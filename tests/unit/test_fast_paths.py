@@ -13,6 +13,7 @@ import struct
 import pytest
 
 from collector.targets.snapshot import PAGE, Snapshot
+from dict_regs import step
 from unwinder import cfi
 from unwinder.cfi import CfaRule, Row, Rule
 from unwinder.regs import RBP, RBX, RIP, RSP, R12, R15
@@ -36,7 +37,7 @@ def general(row: Row) -> Row:
 
 def outcome(row, regs, space, stack=None):
     try:
-        return cfi.step(row, regs, lambda a: read_u64(space, a), stack)
+        return step(row, regs, lambda a: read_u64(space, a), stack)
     except (MemoryFault, cfi.CfiError) as e:
         return type(e).__name__, str(e)
 
