@@ -23,6 +23,10 @@ an earlier run), but for the "disk cache filled" row, whose runs share one.
 warmed by the uncounted round) and adds rows for `collector attach` through
 it; every other collector row runs in-process (--no-service), cold.
 
+Every table also gives each tool's CPU time (user + system of its process
+and children, median; through the service the client's only): steadier than
+the wall time on a machine other work shares.
+
 The tools run round-robin (one warm-up round not counted), so drifts in the
 machine's load hit them alike (issue 13's targets: wall <= 2.5x, held <=
 1.2x, deep wall <= 4x eu-stack); --fifo runs each tool SCHED_FIFO (root), so
@@ -36,6 +40,7 @@ import argparse
 import json
 import mmap
 import os
+import resource
 import shutil
 import statistics
 import struct
@@ -165,22 +170,29 @@ def count_frames(tool: str, out: str) -> int:
 FIFO: list[str] = []     # ["chrt", "-f", "10"] with --fifo
 
 
-def run_tool(argv: list[str], state: str | None = None) -> tuple[float, int, str, str]:
+def run_tool(argv: list[str], state: str | None = None) -> tuple[float, float, int, str, str]:
+    """(wall ms, cpu ms: user + system of the tool and its children, exit
+    status, stdout, stderr)."""
     env = tool_env(state)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     r = subprocess.run(FIFO + argv, capture_output=True, text=True, env=env,
                        stdin=subprocess.DEVNULL, timeout=TOOL_TIMEOUT)
-    return (time.perf_counter() - t0) * 1000, r.returncode, r.stdout, r.stderr
+    wall = (time.perf_counter() - t0) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000
+    return wall, cpu, r.returncode, r.stdout, r.stderr
 
 
 def bench_target(tools: dict[str, list[str]], runs: int, spinner: Spinner | None) -> dict:
-    res = {name: {"wall": [], "held": [], "noise": [], "frames": [], "rc": [], "report": []}
+    res = {name: {"wall": [], "cpu": [], "held": [], "noise": [], "frames": [], "rc": [],
+                  "report": []}
            for name in tools}
     for rnd in range(runs + 1):  # round 0 warms caches up and is not counted
         for name, argv in tools.items():
             if spinner:
                 spinner.reset()
-            wall, rc, out, err = run_tool(argv, STATE["dir"] if CACHED in name else None)
+            wall, cpu, rc, out, err = run_tool(argv, STATE["dir"] if CACHED in name else None)
             held, noise = spinner.held_ms() if spinner else (None, None)
             if spinner and held is None:
                 print(f"  ! {name} left the target stopped", file=sys.stderr)
@@ -190,6 +202,7 @@ def bench_target(tools: dict[str, list[str]], runs: int, spinner: Spinner | None
                 continue
             r = res[name]
             r["wall"].append(wall)
+            r["cpu"].append(cpu)
             r["held"].append(held)
             r["noise"].append(noise)
             r["rc"].append(rc)
@@ -225,7 +238,7 @@ def print_table(title: str, res: dict, held: bool):
         cols[2:2] = ["held ms"]
         cols.append("held/eu-stack")
         cols.append("noise ms")
-    cols += ["frames", "exit"]
+    cols += ["cpu ms", "frames", "exit"]
     rows = []
     for name, r in res.items():
         w, h = med(r["wall"]), med(r["held"])
@@ -234,7 +247,8 @@ def print_table(title: str, res: dict, held: bool):
             row[2:2] = [fmt(h, digits=3)]  # holds are tens of microseconds
             row.append(fmt(ratio(h, eu_held), "x", digits=2))
             row.append(fmt(med(r["noise"]), digits=3))
-        row += [str(max(r["frames"], default=0)), ",".join(sorted(set(map(str, r["rc"]))))]
+        row += [fmt(med(r["cpu"])), str(max(r["frames"], default=0)),
+                ",".join(sorted(set(map(str, r["rc"]))))]
         rows.append(row)
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
     print("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cols)))
