@@ -348,15 +348,15 @@ def run_targets(args, col: list[str], have: dict, exe: Path, tmp: Path, results:
     cold = [*col, "attach", "--no-service"]
     warm = [*col, "attach"]
     if "threads" in args.only:
-        bench_threads(args, cold, warm, have, exe, tmp, results)
+        bench_threads(args, col, cold, warm, have, exe, tmp, results)
     if "deep" in args.only:
         bench_deep(args, cold, have, exe, results)
     if "node" in args.only and shutil.which("node"):
         bench_node(args, cold, warm, have, results)
 
 
-def bench_threads(args, cold: list[str], warm: list[str], have: dict, exe: Path, tmp: Path,
-                  results: dict) -> None:
+def bench_threads(args, col: list[str], cold: list[str], warm: list[str], have: dict, exe: Path,
+                  tmp: Path, results: dict) -> None:
     # 1. many threads + spinner. --pin gives the spinner a cpu of its own
     # and the bench (hence every tool) the others.
     cpus = sorted(os.sched_getaffinity(0))
