@@ -3,6 +3,7 @@
 `gdb -batch -ex 'thread apply all bt'` against the same live targets.
 
     python bench/attach.py [--runs 5] [--no-gdb] [--pin] [--fifo] [--service] [--json results.json]
+                           [--only threads,deep,node]
 
 Targets (compiled from bench/attach_target.c into a temp dir at run time):
 
@@ -22,6 +23,10 @@ an earlier run), but for the "disk cache filled" row, whose runs share one.
 warmed by the uncounted round) and adds rows for `collector attach` through
 it; every other collector row runs in-process (--no-service), cold.
 
+Every table also gives each tool's CPU time (user + system of its process
+and children, median; through the service the client's only): steadier than
+the wall time on a machine other work shares.
+
 The tools run round-robin (one warm-up round not counted), so drifts in the
 machine's load hit them alike (issue 13's targets: wall <= 2.5x, held <=
 1.2x, deep wall <= 4x eu-stack); --fifo runs each tool SCHED_FIFO (root), so
@@ -35,6 +40,7 @@ import argparse
 import json
 import mmap
 import os
+import resource
 import shutil
 import statistics
 import struct
@@ -48,6 +54,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SHM = struct.Struct("<5Q")  # reset_seq, ack_seq, max_gap_ns, loops, max_other_ns (attach_target.c)
 TOOL_TIMEOUT = 120
+CASES = ("threads", "deep", "node")
 
 
 CONTROL = {"path": ""}  # the bench's own service, with --service ("": none)
@@ -163,22 +170,29 @@ def count_frames(tool: str, out: str) -> int:
 FIFO: list[str] = []     # ["chrt", "-f", "10"] with --fifo
 
 
-def run_tool(argv: list[str], state: str | None = None) -> tuple[float, int, str, str]:
+def run_tool(argv: list[str], state: str | None = None) -> tuple[float, float, int, str, str]:
+    """(wall ms, cpu ms: user + system of the tool and its children, exit
+    status, stdout, stderr)."""
     env = tool_env(state)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     r = subprocess.run(FIFO + argv, capture_output=True, text=True, env=env,
                        stdin=subprocess.DEVNULL, timeout=TOOL_TIMEOUT)
-    return (time.perf_counter() - t0) * 1000, r.returncode, r.stdout, r.stderr
+    wall = (time.perf_counter() - t0) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000
+    return wall, cpu, r.returncode, r.stdout, r.stderr
 
 
 def bench_target(tools: dict[str, list[str]], runs: int, spinner: Spinner | None) -> dict:
-    res = {name: {"wall": [], "held": [], "noise": [], "frames": [], "rc": [], "report": []}
+    res = {name: {"wall": [], "cpu": [], "held": [], "noise": [], "frames": [], "rc": [],
+                  "report": []}
            for name in tools}
     for rnd in range(runs + 1):  # round 0 warms caches up and is not counted
         for name, argv in tools.items():
             if spinner:
                 spinner.reset()
-            wall, rc, out, err = run_tool(argv, STATE["dir"] if CACHED in name else None)
+            wall, cpu, rc, out, err = run_tool(argv, STATE["dir"] if CACHED in name else None)
             held, noise = spinner.held_ms() if spinner else (None, None)
             if spinner and held is None:
                 print(f"  ! {name} left the target stopped", file=sys.stderr)
@@ -188,6 +202,7 @@ def bench_target(tools: dict[str, list[str]], runs: int, spinner: Spinner | None
                 continue
             r = res[name]
             r["wall"].append(wall)
+            r["cpu"].append(cpu)
             r["held"].append(held)
             r["noise"].append(noise)
             r["rc"].append(rc)
@@ -223,7 +238,7 @@ def print_table(title: str, res: dict, held: bool):
         cols[2:2] = ["held ms"]
         cols.append("held/eu-stack")
         cols.append("noise ms")
-    cols += ["frames", "exit"]
+    cols += ["cpu ms", "frames", "exit"]
     rows = []
     for name, r in res.items():
         w, h = med(r["wall"]), med(r["held"])
@@ -232,7 +247,8 @@ def print_table(title: str, res: dict, held: bool):
             row[2:2] = [fmt(h, digits=3)]  # holds are tens of microseconds
             row.append(fmt(ratio(h, eu_held), "x", digits=2))
             row.append(fmt(med(r["noise"]), digits=3))
-        row += [str(max(r["frames"], default=0)), ",".join(sorted(set(map(str, r["rc"]))))]
+        row += [fmt(med(r["cpu"])), str(max(r["frames"], default=0)),
+                ",".join(sorted(set(map(str, r["rc"]))))]
         rows.append(row)
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
     print("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cols)))
@@ -268,7 +284,11 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="PATH", help="also write the raw measurements here")
     ap.add_argument("--service", action="store_true",
                     help="also attach through a resident `collector serve --control` (warm)")
+    ap.add_argument("--only", type=lambda s: set(s.split(",")), default=set(CASES),
+                    metavar="CASES", help=f"the targets to run, of {','.join(CASES)} (default all)")
     args = ap.parse_args(argv)
+    if not args.only <= set(CASES):
+        ap.error(f"--only: no such target {', '.join(sorted(args.only - set(CASES)))}")
     if args.fifo:
         if os.geteuid() != 0 or shutil.which("chrt") is None:
             sys.exit("bench: --fifo needs root and chrt (util-linux)")
@@ -327,6 +347,16 @@ def start_service(col: list[str], tmp: Path, pin: bool) -> subprocess.Popen:
 def run_targets(args, col: list[str], have: dict, exe: Path, tmp: Path, results: dict) -> None:
     cold = [*col, "attach", "--no-service"]
     warm = [*col, "attach"]
+    if "threads" in args.only:
+        bench_threads(args, col, cold, warm, have, exe, tmp, results)
+    if "deep" in args.only:
+        bench_deep(args, cold, have, exe, results)
+    if "node" in args.only and shutil.which("node"):
+        bench_node(args, cold, warm, have, results)
+
+
+def bench_threads(args, col: list[str], cold: list[str], warm: list[str], have: dict, exe: Path,
+                  tmp: Path, results: dict) -> None:
     # 1. many threads + spinner. --pin gives the spinner a cpu of its own
     # and the bench (hence every tool) the others.
     cpus = sorted(os.sched_getaffinity(0))
@@ -385,7 +415,8 @@ def run_targets(args, col: list[str], have: dict, exe: Path, tmp: Path, results:
         target.kill()
         os.sched_setaffinity(0, cpus)
 
-    # 2. deep recursion
+
+def bench_deep(args, cold: list[str], have: dict, exe: Path, results: dict) -> None:
     target = Target([str(exe), "recurse", str(args.recursion)])
     try:
         pid = str(target.pid)
@@ -405,9 +436,6 @@ def run_targets(args, col: list[str], have: dict, exe: Path, tmp: Path, results:
             verdict("issue 13: wall <= 4x eu-stack", ratio(med(c["wall"]), med(e["wall"])), 4.0)
     finally:
         target.kill()
-
-    if shutil.which("node"):
-        bench_node(args, cold, warm, have, results)
 
 
 def bench_node(args, cold: list[str], warm: list[str], have: dict, results: dict) -> None:

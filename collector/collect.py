@@ -12,7 +12,7 @@ import time
 from unwinder.dynamic import Registered, registered
 from unwinder.files import open_regular
 from unwinder.modules import ImageCache, Module, ModuleMap
-from unwinder.regs import RIP, RSP
+from unwinder.regs import RIP, RSP, known
 from unwinder.walk import Frame, Trace, unwind
 
 from . import perfmap, report
@@ -78,7 +78,7 @@ def unwind_thread(space, modules: ModuleMap, dynamic: Registered, info: ThreadIn
 
 def raw_thread(info: ThreadInfo, regs: dict[int, int] | None) -> dict:
     """A thread the unwinder failed on: its registers and the pc they hold."""
-    frames = [Frame(0, regs[RIP], dict(regs), "context")] if regs and RIP in regs and \
+    frames = [Frame(0, regs[RIP], known(regs), "context")] if regs and RIP in regs and \
         RSP in regs else []
     return report.thread_dict(info, regs, Trace(frames, "unwinding failed (see errors)"))
 

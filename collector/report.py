@@ -66,22 +66,23 @@ def _real_id(status: dict[str, str], key: str) -> int | None:
         return None
 
 
-def frame_dict(frame, named: dict | None = None) -> dict:
+def frame_dict(frame, named: dict | None = None, index: int | None = None) -> dict:
     """`named`: what frames with the same pc, module and lookup address were
-    named (deep recursion repeats a few frames thousands of times)."""
+    named (deep recursion repeats a few frames thousands of times); `index`:
+    the frame's place in the report (default: in the walk)."""
     module, pc = frame.module, frame.pc
-    at = frame.symbol_pc
-    key = (pc, at, module)
+    # what symbol_pc depends on besides pc: the lookup address is found only once
+    key = (pc, module, frame.index == 0, frame.after_signal, frame.signal_frame)
     static = named.get(key) if named is not None else None
     if static is None:
-        static = _name_frame(module, pc, at)
+        static = _name_frame(module, pc, frame.symbol_pc)
         if named is not None:
             named[key] = static
     path, build_id, rel_pc, function, offset = static
     out = {
-        "index": frame.index, "pc": pc, "sp": frame.sp, "cfa": frame.cfa,
-        "module": path, "build_id": build_id, "rel_pc": rel_pc, "function": function,
-        "offset": offset, "method": frame.method,
+        "index": frame.index if index is None else index, "pc": pc, "sp": frame.sp,
+        "cfa": frame.cfa, "module": path, "build_id": build_id, "rel_pc": rel_pc,
+        "function": function, "offset": offset, "method": frame.method,
     }
     if frame.signal_frame:
         out["signal_frame"] = True
@@ -105,16 +106,14 @@ def thread_dict(info, regs: dict[int, int] | None, trace: Trace | None,
                 named: dict | None = None) -> dict:
     """`named`: frame_dict's names, shared by the threads of one report."""
     named = {} if named is None else named
-    frames = [frame_dict(f, named) for f in trace.frames] if trace else []
-    for position, f in enumerate(frames):
-        f["index"] = position
+    frames, methods = [], {}
+    for position, f in enumerate(trace.frames if trace else ()):
+        frames.append(frame_dict(f, named, position))
+        methods[f.method] = methods.get(f.method, 0) + 1
     out = {"tid": info.tid, "name": info.name, "state": info.state,
            "registers": by_name(regs or {}), "frames": frames,
            "stop_reason": trace.stop_reason if trace else (info.error or "not stopped")}
     if trace:
-        methods: dict[str, int] = {}
-        for f in trace.frames:
-            methods[f.method] = methods.get(f.method, 0) + 1
         for method, n in (trace.elided.methods.items() if trace.elided else ()):
             methods[method] = methods.get(method, 0) + n     # the frames left out too
         out["methods"] = methods

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import struct
-import zlib
 from collections import namedtuple
+from operator import itemgetter
 
 PT_LOAD, PT_NOTE = 1, 4
 SHT_NOBITS = 8
@@ -55,6 +55,8 @@ class ElfFile:
         (_, self.type, self.machine, _, self.entry, phoff, shoff, _, _,
          phentsize, phnum, shentsize, shnum, shstrndx) = _EHDR.unpack_from(self.data)
         self.by_index: list[Section] = []
+        # symbols' link-time values (None: not defined) by name, as dynamic.common found them
+        self.values_by_name: dict[str, int | None] = {}
         self.segments = self._read_segments(phoff, phentsize, phnum)
         self.sections = self._read_sections(shoff, shentsize, shnum, shstrndx)
 
@@ -108,6 +110,7 @@ class ElfFile:
             raise ElfError(f"{self.name}: {section.name}: unsupported compression {kind}")
         if kind == ELFCOMPRESS_ZSTD:
             return _unzstd(raw[_CHDR.size:], size, f"{self.name}: {section.name}")
+        import zlib  # only for a compressed section (DWARF, mostly: not on a walk's way)
         try:
             return memoryview(zlib.decompressobj().decompress(raw[_CHDR.size:], size))
         except zlib.error as e:
@@ -185,12 +188,14 @@ class ElfFile:
         names = bytes(self.contents(self.by_index[section.link]))
         data = self.contents(section)
         data = data[:len(data) - len(data) % _SYM.size]
-        rows = [(value, index, size, info >> 4, name_off,
-                 0 if size else self._section_end(shndx, value))
+        end = self._section_end
+        rows = [(value, index, size, info >> 4, name_off, 0 if size else end(shndx, value))
                 for index, (name_off, info, _, shndx, value, size)
                 in enumerate(_SYM.iter_unpack(data))
                 if shndx and (info & 0xF) in (STT_FUNC, STT_GNU_IFUNC)]
-        rows.sort()
+        # by address, then table index (the order rows are made in: a stable sort keeps it),
+        # with int keys: comparing the tuples took twice as long
+        rows.sort(key=itemgetter(0))
         return rows, names
 
 

@@ -12,7 +12,7 @@ import struct
 
 from . import cfi
 from .cfi import CfaRule, CfiError, Row, Rule
-from .regs import RBP, RIP, RSP
+from .regs import RBP, RIP, RSP, known
 from .space import MemoryFault
 
 # Right after a call: CFA = rsp+8, return address at CFA-8, nothing else saved.
@@ -49,7 +49,7 @@ def by_frame_pointer(frame, ctx):
     aligned, when the saved rbp is 0 (the chain's end) or higher on the same
     stack, or else *(rbp+8) follows a call (a caller that keeps no frame
     pointer: its rbp is any value)."""
-    rbp, sp = frame.regs.get(RBP), frame.sp
+    rbp, sp = frame.regs[RBP], frame.sp
     stack = ctx.mapping(sp)
     if rbp is None or rbp % 8 or stack is None or not sp <= rbp <= stack.end - 16:
         return None
@@ -62,7 +62,7 @@ def by_frame_pointer(frame, ctx):
     if not chained and not returns_after_call(ctx, ra):
         return None
     frame.cfa = rbp + 16
-    return frame.caller(ra, {RIP: ra, RSP: rbp + 16, RBP: saved_rbp}, "frame_pointer")
+    return frame.caller(ra, known({RIP: ra, RSP: rbp + 16, RBP: saved_rbp}), "frame_pointer")
 
 
 def by_scan(frame, ctx):
@@ -83,13 +83,11 @@ def by_scan(frame, ctx):
         if not returns_after_call(ctx, value):
             continue
         slot = start + 8 * i
-        regs = {RIP: value, RSP: slot + 8}
-        rbp = frame.regs.get(RBP)
+        regs = known({RIP: value, RSP: slot + 8})
+        rbp = frame.regs[RBP]
         if rbp is not None:
             # the callee pushed rbp just below its return address: take that one
             regs[RBP] = _word(ctx, slot - 8) if rbp == slot - 8 else rbp
-            if regs[RBP] is None:
-                del regs[RBP]
         caller = frame.caller(value, regs, "scan")
         if refuse_guess(frame, caller, ctx) is None:
             ctx.scan_budget += 8 * (len(words) - i - 1)   # charge only what was looked at
@@ -122,7 +120,7 @@ def by_call_site(frame, ctx):
         if len(sites) != 1:
             return None
         frame.cfa = cfa     # the callee's saved registers are as smashed as its ra
-        return frame.caller(sites[0], {RIP: sites[0], RSP: cfa}, "scan")
+        return frame.caller(sites[0], known({RIP: sites[0], RSP: cfa}), "scan")
     return None
 
 
@@ -177,7 +175,7 @@ def refuse_guess(frame, caller, ctx) -> str | None:
         return f"the CFI of {caller.pc:#x} reads outside memory"
     if cfa <= caller.sp:
         return f"the CFI of {caller.pc:#x} gives a CFA below its sp"
-    ra = regs.get(RIP)
+    ra = regs[RIP]
     if ra and not ctx.is_code(ra):
         return f"the CFI of {caller.pc:#x} gives a return address that is not code"
     return None

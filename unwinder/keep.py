@@ -1,10 +1,9 @@
 """Which frames of a very deep stack a walk keeps: all of them up to KEEP_ALL;
 beyond that the innermost KEEP_INNER, the outermost KEEP_OUTER, and for
 those between only how many there were and the cycle of pcs they repeat.
-Memory stays bounded however deep the stack is: the outer part is a ring."""
+Memory stays bounded however deep the stack is: the walk appends to one
+list, and bound() leaves out what is beyond KEEP_ALL, a batch at a time."""
 from __future__ import annotations
-
-from collections import deque
 
 KEEP_ALL = 10_000
 KEEP_INNER = 2_000
@@ -25,18 +24,33 @@ class Elided:
         self.methods: dict[str, int] = {}
         self._broken = False
 
-    def add(self, frame) -> None:
-        self.count += 1
-        self.methods[frame.method] = self.methods.get(frame.method, 0) + 1
-        if len(self.head) < 2 * MAX_PERIOD:
-            self.head.append(frame)
+    def extend(self, frames: list) -> None:
+        """The next frames left out, in walk order."""
+        self.count += len(frames)
+        methods = self.methods
+        for frame in frames:
+            methods[frame.method] = methods.get(frame.method, 0) + 1
+        room = 2 * MAX_PERIOD - len(self.head)
+        if room > 0:
+            self.head += frames[:room]
+            frames = frames[room:]
             if len(self.head) == 2 * MAX_PERIOD:
                 self._find_period()
-        elif self.period is not None and not self._broken:
-            if frame.pc == self.head[self.run % self.period].pc:
-                self.run += 1
-            else:
-                self._broken = True
+        if frames and self.period is not None and not self._broken:
+            self._follow([f.pc for f in frames])
+
+    def _follow(self, pcs: list[int]) -> None:
+        """Count the pcs that go on with the cycle, up to the first that does not."""
+        period = self.period
+        phase = self.run % period
+        cycle = [f.pc for f in self.head[:period]]
+        cycle = cycle[phase:] + cycle[:phase]
+        expected = cycle * (len(pcs) // period + 1)
+        if pcs == expected[:len(pcs)]:
+            self.run += len(pcs)
+            return
+        self.run += next(i for i, (pc, want) in enumerate(zip(pcs, expected)) if pc != want)
+        self._broken = True
 
     def finish(self) -> None:
         if self.period is None and len(self.head) < 2 * MAX_PERIOD:
@@ -60,28 +74,28 @@ class Elided:
 
 
 class Kept:
-    """Frames as the walk appends them, innermost first."""
+    """Frames as the walk appends them (`append`, a list's), innermost
+    first; `bound`, called every so often, leaves out those between the
+    innermost KEEP_INNER and the last KEEP_ALL - KEEP_INNER."""
 
     def __init__(self):
-        self.inner: list = []
-        self.ring: deque = deque()      # holds up to KEEP_ALL - KEEP_INNER frames
+        self.frames: list = []
+        self.append = self.frames.append
         self.elided: Elided | None = None
 
-    def append(self, frame) -> None:
-        if len(self.inner) < KEEP_INNER:
-            self.inner.append(frame)
-            return
-        if len(self.ring) == KEEP_ALL - KEEP_INNER:
+    def bound(self, outer: int = KEEP_ALL - KEEP_INNER) -> None:
+        frames = self.frames
+        excess = len(frames) - KEEP_INNER - outer
+        if excess > 0:
             if self.elided is None:
                 self.elided = Elided()
-            self.elided.add(self.ring.popleft())
-        self.ring.append(frame)
+            self.elided.extend(frames[KEEP_INNER:KEEP_INNER + excess])
+            del frames[KEEP_INNER:KEEP_INNER + excess]
 
     def result(self) -> tuple[list, Elided | None]:
         """(frames kept, what was left out between inner and outer, or None)."""
-        ring = self.ring
+        self.bound()
         if self.elided is not None:
-            while len(ring) > KEEP_OUTER:
-                self.elided.add(ring.popleft())
+            self.bound(KEEP_OUTER)
             self.elided.finish()
-        return self.inner + list(ring), self.elided
+        return self.frames, self.elided

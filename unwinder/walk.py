@@ -8,9 +8,9 @@ import time
 from . import cfi, fallback
 from .cfi import CfiError, Row
 from .elf import PT_LOAD
-from .keep import Elided, Kept
+from .keep import KEEP_INNER, Elided, Kept
 from .modules import Module, ModuleMap
-from .regs import RIP, RSP
+from .regs import RIP, RSP, known
 from .space import AddressSpace, Mapping, MemoryFault, read_u64
 
 MIN_PC = 4096
@@ -23,13 +23,13 @@ class Frame:
     __slots__ = ("index", "pc", "regs", "sp", "method", "module", "cfa", "signal_frame",
                  "after_signal")
 
-    def __init__(self, index: int, pc: int, regs: dict[int, int], method: str,
+    def __init__(self, index: int, pc: int, regs: list, method: str,
                  module: Module | None = None, cfa: int | None = None,
                  signal_frame: bool = False, after_signal: bool = False):
         self.index = index
         self.pc = pc
-        self.regs = regs                # known registers only
-        self.sp = regs.get(RSP)         # None in a caller a strategy could not give one
+        self.regs = regs                # unwinder.regs: a list, None where unknown
+        self.sp = regs[RSP]             # None in a caller a strategy could not give one
         self.method = method
         self.module = module
         self.cfa = cfa                  # set once the step out of this frame is computed
@@ -39,7 +39,7 @@ class Frame:
     def __repr__(self) -> str:
         return f"Frame({self.index}, {self.pc:#x}, {self.method}, sp={self.sp and hex(self.sp)})"
 
-    def caller(self, pc: int, regs: dict[int, int], method: str,
+    def caller(self, pc: int, regs: list, method: str,
                after_signal: bool = False) -> Frame:
         return Frame(self.index + 1, pc, regs, method, None, None, False, after_signal)
 
@@ -183,7 +183,7 @@ def by_cfi(frame: Frame, ctx: Context) -> Frame | None:
         ctx.notes.append(f"bad CFI at {frame.pc:#x}: {e}")
         return None
     frame.cfa = ctx.cfi_cfa = cfa
-    ra = caller.get(RIP)
+    ra = caller[RIP]
     if ra is None:
         raise Stop("outermost frame (CFI marks the return address undefined)")
     if ra == 0 and not signal:   # a signal may interrupt a NULL call
@@ -206,16 +206,21 @@ def unwind(space: AddressSpace, modules: ModuleMap, regs: dict[int, int],
     if RIP not in regs or RSP not in regs:
         return Trace([], "registers unknown")
     ctx = Context(space, modules, dynamic)
-    frame = Frame(0, regs[RIP], dict(regs), "context")
+    frame = Frame(0, regs[RIP], known(regs), "context")
     kept, bounds = Kept(), Bounds(ctx, max_frames, time_budget)
-    find, keep, check = modules.find, kept.append, bounds.check
+    find, keep = modules.find, kept.append
+    low = high = limit = 0  # Bounds.check is asked only when its answer may change
     while True:
         module = find(frame.pc)
         if module is None and dynamic is not None:
             module = dynamic.find(frame.pc)
         frame.module = module
         keep(frame)
-        reason = check(frame.sp, frame.index + 1)  # the frames kept.count counts
+        count, reason = frame.index + 1, None   # the frames kept.count counts
+        if count >= limit or not low <= frame.sp < high or not count % Bounds.EVERY:
+            reason = bounds.check(frame.sp, count)
+            low, high, limit = bounds.low, bounds.high, bounds.limit
+            kept.bound()
         if reason is None:
             try:
                 caller = _step(frame, ctx)
@@ -227,14 +232,15 @@ def unwind(space: AddressSpace, modules: ModuleMap, regs: dict[int, int],
                 reason = str(stop)
         if reason is not None:
             frames, elided = kept.result()
-            return Trace(frames, reason, elided=elided,
-                         gap=len(kept.inner) if elided else None)
+            return Trace(frames, reason, elided=elided, gap=KEEP_INNER if elided else None)
 
 
 class Bounds:
     """Where a walk stops short of the stack's end: at `max_frames`, else
     past one frame per 8 bytes of the stack mappings its sp entered (a frame
-    takes at least its return address), or at the end of its time."""
+    takes at least its return address), or at the end of its time (looked
+    at every EVERY frames)."""
+    EVERY = 256
 
     def __init__(self, ctx: Context, max_frames: int | None, time_budget: float):
         self.ctx, self.max_frames, self.time_budget = ctx, max_frames, time_budget
@@ -260,7 +266,7 @@ class Bounds:
             if self.max_frames is not None:
                 return f"frame limit reached ({self.max_frames})"
             return f"more frames than its stacks hold ({count})"
-        if count % 256 == 0 and time.monotonic() > self.deadline:
+        if count % self.EVERY == 0 and time.monotonic() > self.deadline:
             return f"time budget of {self.time_budget:g} s reached ({count} frames)"
         return None
 

@@ -3,9 +3,16 @@
 tids) and nothing that every crash shares (the crash machinery) goes in."""
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
+
+try:  # CPython's own SHA-256 (3.11's _sha256, 3.12's _sha2): hashlib loads OpenSSL and
+    from _sha256 import sha256  # makes every algorithm it has, 3-6 ms of a cold report
+except ImportError:
+    try:
+        from _sha2 import sha256
+    except ImportError:
+        from hashlib import sha256
 
 VERSION = "fp1"
 FRAMES = 6
@@ -67,4 +74,4 @@ def compute(report: dict) -> str:
     keys = frames(crashed_thread(report.get("threads") or [])) or [f"exe:{os.path.basename(exe)}"]
     # a name may hold a file name's undecodable bytes (surrogates): hashed as they are
     text = "\n".join([VERSION, *keys]).encode("utf-8", "surrogatepass")
-    return hashlib.sha256(text).hexdigest()[:32]
+    return sha256(text).hexdigest()[:32]

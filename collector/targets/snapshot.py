@@ -28,7 +28,8 @@ class Snapshot:
         self._regs = regs
         self._regions = sorted(regions)
         self._starts = [start for start, _ in self._regions]
-        self._hot: tuple[int, int, bytes] = (1, 0, b"")   # (start, last word, data): none yet
+        # (start, last word, data, read late): the memory read_u64 read last, none yet
+        self._hot: tuple[int, int, bytes, bool] = (1, 0, b"", False)
         self._live = live
         self._fd: int | None = None
         self._late: dict[int, bytes | None] = {}    # page -> its bytes read late, or None
@@ -54,21 +55,29 @@ class Snapshot:
 
     def read_u64(self, addr: int) -> int:
         """unwinder.space.read_u64 of this space; a word of a copy is
-        unpacked where it lies, the copy last read first (a walk reads
-        nearly all its words from one stack)."""
-        start, last, data = self._hot
+        unpacked where it lies, the copy (or page read late) last read
+        first (a walk reads nearly all its words from one stack)."""
+        start, last, data, late = self._hot
         if start <= addr <= last:
+            if late:
+                self.late_reads += 1
             return _unpack(data, addr - start)[0]
         i = bisect.bisect_right(self._starts, addr) - 1
+        low = 0
         if i >= 0:
             start, data = self._regions[i]
             if addr + 8 <= start + len(data):
-                self._hot = (start, start + len(data) - 8, data)
+                self._hot = (start, start + len(data) - 8, data, False)
                 return _unpack(data, addr - start)[0]
+            low = start + len(data)
         page = addr & -PAGE
         data = self._late.get(page)
         if data is not None and addr + 8 <= page + PAGE:  # as read() would serve it
             self.late_reads += 1
+            # the rest are read from the part of the page no copy holds
+            start = max(low, page)
+            end = min(page + PAGE, self._starts[i + 1]) if i + 1 < len(self._starts) else page + PAGE
+            self._hot = (start, end - 8, data[start - page:], True)
             return _unpack(data, addr - page)[0]
         return read_u64(self, addr)
 
@@ -100,6 +109,7 @@ class Snapshot:
             if page not in self._late:
                 if len(self._late) >= LATE_PAGES:
                     self._late.clear()
+                    self._hot = (1, 0, b"", False)
                 self._late[page] = pread_exact(self._fd, page, PAGE)
             data = self._late[page]
             if data is not None:
@@ -108,6 +118,7 @@ class Snapshot:
 
     def close(self) -> None:
         self._late.clear()
+        self._hot = (1, 0, b"", False)
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from unwinder.cfi import CfiError, RegisterUnknown, evaluate
+from dict_regs import evaluate
+from unwinder.cfi import CfiError, RegisterUnknown
 from unwinder.leb128 import encode_sleb as S
 from unwinder.space import MemoryFault
 

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from unwinder.cfi import CfiError, CfiTable, Row, evaluate, step
+from dict_regs import evaluate, step
+from unwinder.cfi import CfiError, CfiTable, Row
 from unwinder.leb128 import encode_sleb as S, encode_uleb as U
 from unwinder.space import MemoryFault
 

@@ -24,8 +24,8 @@ from unwinder.cfi import (
     CfaRule,
     CfiTable,
     Rule,
-    step,
 )
+from dict_regs import step
 from unwinder.cfi.encoding import sleb
 from unwinder.regs import NAMES, NUMBERS, RIP, RSP
 from unwinder.space import FakeSpace, read_u64

@@ -17,8 +17,8 @@ from unwinder.cfi import (
     CfiError,
     CfiTable,
     Rule,
-    step,
 )
+from dict_regs import step
 from unwinder.cfi.encoding import PointerBases, read_pointer, sleb, uleb
 from unwinder.leb128 import encode_sleb as S, encode_uleb as U
 from unwinder.regs import NAMES, R12, RAX, RBP, RBX, RDI, RIP, RSP

@@ -3,16 +3,23 @@ report describes the ones it leaves out, and the text that collapses
 repeated cycles. Stacks are built with tests/unit/stacks.py."""
 from types import SimpleNamespace
 
+import pytest
+
 from collector import report, text
 from stacks import Code, Stack, walk
 from unwinder import keep
 from unwinder.regs import RBP, RIP, RSP
 
 
-def kept(pcs):
+def kept(pcs, every=None):
+    """Kept's answer for frames of these pcs, bound() every `every` frames
+    as a walk calls it (None: only at the end)."""
     k = keep.Kept()
     for i, pc in enumerate(pcs):
-        k.append(SimpleNamespace(index=i, pc=pc, method="cfi"))
+        k.append(SimpleNamespace(index=i, pc=pc, method="cfi" if pc != 6 else "scan"))
+        if every and i % every == 0:
+            k.bound()
+            assert len(k.frames) <= keep.KEEP_ALL
     return k.result()
 
 
@@ -21,10 +28,11 @@ def test_every_frame_is_kept_up_to_keep_all():
     assert [f.pc for f in frames] == list(range(keep.KEEP_ALL)) and elided is None
 
 
-def test_beyond_keep_all_the_innermost_and_outermost_are_kept():
+@pytest.mark.parametrize("every", [None, 1, 100, 256])
+def test_beyond_keep_all_the_innermost_and_outermost_are_kept(every):
     n = keep.KEEP_ALL + 5001
     pcs = [0, 1, 2] + [100 + i % 3 for i in range(n - 6)] + [7, 8, 9]
-    frames, elided = kept(pcs)
+    frames, elided = kept(pcs, every)
     assert [f.pc for f in frames] == pcs[:keep.KEEP_INNER] + pcs[-keep.KEEP_OUTER:]
     assert elided.count == n - keep.KEEP_INNER - keep.KEEP_OUTER
     left_out = pcs[keep.KEEP_INNER:-keep.KEEP_OUTER]
@@ -32,11 +40,24 @@ def test_beyond_keep_all_the_innermost_and_outermost_are_kept():
     assert elided.run == elided.count and elided.repeats == elided.count // 3
 
 
-def test_a_run_that_breaks_is_counted_up_to_the_break():
+@pytest.mark.parametrize("every", [None, 7, 256])
+def test_a_run_that_breaks_is_counted_up_to_the_break(every):
     n = keep.KEEP_ALL + 1000
     pcs = [5] * (keep.KEEP_INNER + 300) + [6] + [5] * (n - keep.KEEP_INNER - 301)
-    _, elided = kept(pcs)
+    _, elided = kept(pcs, every)
     assert [f.pc for f in elided.cycle] == [5] and elided.run == 300 == elided.repeats
+    assert elided.methods == {"cfi": elided.count - 1, "scan": 1}
+
+
+@pytest.mark.parametrize("every", [None, 5, 256])
+def test_a_cycle_of_five_broken_late_in_any_phase(every):
+    cycle = [10, 11, 12, 13, 14]
+    middle = [cycle[i % 5] for i in range(3333)] + [99] + [cycle[i % 5] for i in range(4000)]
+    pcs = list(range(keep.KEEP_INNER)) + middle + list(range(keep.KEEP_OUTER))
+    frames, elided = kept(pcs, every)
+    assert [f.pc for f in frames] == pcs[:keep.KEEP_INNER] + pcs[-keep.KEEP_OUTER:]
+    assert elided.count == len(middle) and elided.run == 3333 and elided.repeats == 666
+    assert [f.pc for f in elided.cycle] == cycle
 
 
 def test_no_cycle_is_no_cycle():

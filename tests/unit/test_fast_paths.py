@@ -13,6 +13,7 @@ import struct
 import pytest
 
 from collector.targets.snapshot import PAGE, Snapshot
+from dict_regs import step
 from unwinder import cfi
 from unwinder.cfi import CfaRule, Row, Rule
 from unwinder.regs import RBP, RBX, RIP, RSP, R12, R15
@@ -36,7 +37,7 @@ def general(row: Row) -> Row:
 
 def outcome(row, regs, space, stack=None):
     try:
-        return cfi.step(row, regs, lambda a: read_u64(space, a), stack)
+        return step(row, regs, lambda a: read_u64(space, a), stack)
     except (MemoryFault, cfi.CfiError) as e:
         return type(e).__name__, str(e)
 
@@ -100,6 +101,25 @@ def test_copy_at_gives_the_copy_that_holds_an_address_or_the_gap_around_it():
     assert s.copy_at(BASE + 4096 + 63) == (BASE + 4096, BASE + 4096 + 64, data[:64])
     assert s.copy_at(BASE + 4096 + 64) == (BASE + 4096 + 64, 1 << 64, b"")
     assert s.copy_at(BASE - 1) == (0, BASE, b"")
+
+
+def test_a_page_read_late_serves_only_the_words_no_copy_holds():
+    buf = ctypes.create_string_buffer(bytes(range(256)) * 48)  # our own memory, read "late"
+    page = (ctypes.addressof(buf) + PAGE - 1) & -PAGE           # a whole page inside buf
+    raw = buf.raw[page - ctypes.addressof(buf):][:PAGE]
+    copied = b"\xee" * 64                       # the copy of the page's first words differs
+    s = Snapshot(os.getpid(), [], {}, [(page, copied), (page + 256, copied)], live=True)
+    try:
+        late = [page + 64, page + 72, page + 128, page + 248]
+        assert [s.read_u64(a) for a in late] == [struct.unpack_from("<Q", raw, a - page)[0]
+                                                 for a in late]
+        assert s.late_reads == 4
+        assert s.read_u64(page + 8) == s.read_u64(page + 256) == 0xEEEEEEEEEEEEEEEE
+        assert s.read_u64(page + 72) == struct.unpack_from("<Q", raw, 72)[0]
+        assert s.read_u64(page + 320) == struct.unpack_from("<Q", raw, 320)[0]
+        assert s.late_reads == 6
+    finally:
+        s.close()
 
 
 def test_late_reads_of_one_page_are_each_counted():

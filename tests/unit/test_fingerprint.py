@@ -3,6 +3,7 @@ bug (addresses, ASLR, pids, tids, the crash machinery above the bug) does
 not change it; a different bug does."""
 from __future__ import annotations
 
+import hashlib
 import random
 
 from collector.delivery.fingerprint import FRAMES, compute
@@ -41,6 +42,13 @@ def test_fingerprint_ignores_addresses_pids_and_tids():
     assert a["threads"][0]["frames"][0]["pc"] != b["threads"][0]["frames"][0]["pc"]
     assert compute(a) == compute(b)
     assert len(compute(a)) == 32 and int(compute(a), 16) >= 0
+
+
+def test_fingerprint_is_sha256_of_its_keys():
+    """Stored reports and storm buckets hold fingerprints: the hash must not change."""
+    keys = ["fp1", "server!parse_header", "server!handle_request", "server!worker_loop",
+            "libc.so.6!start_thread", "libc.so.6!clone3"]
+    assert compute(report(BUG)) == hashlib.sha256("\n".join(keys).encode()).hexdigest()[:32]
 
 
 def test_fingerprint_ignores_crash_machinery():

@@ -37,18 +37,21 @@ def _signed(v: int) -> int:
     return v - (1 << 64) if v & _SIGN else v
 
 
-def _reg(regs: dict[int, int], reg: int) -> int:
-    value = regs.get(reg)
+def _reg(regs: list, reg: int) -> int:
+    value = regs[reg] if 0 <= reg < len(regs) else None
     if value is None:
         raise RegisterUnknown(reg)
     return value
 
 
-def evaluate(expr: bytes, regs: dict[int, int], read_u64: Callable[[int], int],
+def evaluate(expr: bytes, regs: list, read_u64: Callable[[int], int],
              initial_stack: Iterable[int] = (), *, cfa: int | None = None) -> int:
     """Run `expr` and return the top of the stack (an unsigned 64-bit value).
 
-    DW_OP_reg*/regx push the register's value. DW_OP_call_frame_cfa needs `cfa`.
+    DW_OP_reg*/regx push the register's value (`regs`: values by DWARF number,
+    None where unknown, as unwinder.regs keeps a frame's; a number past its end
+    is unknown).
+    DW_OP_call_frame_cfa needs `cfa`.
     MemoryFault from read_u64 propagates; everything else wrong is a CfiError.
     """
     try:
@@ -57,7 +60,7 @@ def evaluate(expr: bytes, regs: dict[int, int], read_u64: Callable[[int], int],
         raise CfiError(f"malformed DWARF expression: {e}") from None
 
 
-def _run(expr: bytes, regs: dict[int, int], read_u64: Callable[[int], int],
+def _run(expr: bytes, regs: list, read_u64: Callable[[int], int],
          stack: list[int], cfa: int | None) -> int:
     pos, end, ops = 0, len(expr), 0
     push, pop = stack.append, stack.pop

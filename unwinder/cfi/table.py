@@ -5,7 +5,7 @@ import bisect
 import struct
 from collections.abc import Callable
 
-from ..regs import NAMES, R12, R13, R14, R15, RBP, RBX, RIP, RSP
+from ..regs import COUNT, NAMES, R12, R13, R14, R15, RBP, RBX, RIP
 from .encoding import MASK64, PE_INDIRECT, PE_OMIT, CfiError, PointerBases, read_pointer
 from .entries import Cie, Fde, is_cie, parse_cie, parse_fde, read_header
 from .expr import RegisterUnknown, evaluate
@@ -15,16 +15,13 @@ from .program import (EXPRESSION, OFFSET, REGISTER, SAME_VALUE, UNDEFINED, VAL_O
 _HDR_FAST_TABLE_ENC = 0x3B  # datarel | sdata4: the only encoding ld and lld write
 _ROW_CACHE_MAX = 8192
 _FDE_CACHE_MAX = 1024
-_CALLEE_SAVED = (RBX, RBP, R12, R13, R14, R15)
-_STEPPED = frozenset(_CALLEE_SAVED) | {RSP, RIP}
 
 
 class Row:
     """The rules at one pc (a plain class: dataclasses cost milliseconds to
     import). `plan` is step()'s plan for the usual row, CFA = reg + N and
-    every rule "saved at CFA + N": (cfa reg, N, ((reg, N), ...), ra saved,
-    ra reg, the saved words as one slice or None); False for any other;
-    None: not made yet."""
+    every rule "saved at CFA + N" (see _plan); False for any other; None:
+    not made yet."""
     __slots__ = ("cfa", "rules", "ra_reg", "signal_frame", "fde_start", "fde_end", "args_size",
                  "plan")
 
@@ -197,15 +194,17 @@ def _read_hdr(hdr: bytes, hdr_addr: int, eh_frame_addr: int, eh_size: int,
     return starts, offsets
 
 
-def step(row: Row, regs: dict[int, int], read_u64: Callable[[int], int],
-         stack: tuple[int, int, bytes] | None = None) -> tuple[int, dict[int, int]]:
-    """Apply `row` to the callee's known registers; return (cfa, caller registers).
+def step(row: Row, regs: list, read_u64: Callable[[int], int],
+         stack: tuple[int, int, bytes] | None = None) -> tuple[int, list]:
+    """Apply `row` to the callee's registers (unwinder.regs: a list, None
+    where unknown); return (cfa, caller registers).
 
-    Unknown registers stay absent. A rule that needs an unknown register leaves
-    its register unknown, except the CFA, whose failure is a CfiError. MemoryFault
-    from read_u64 propagates. `stack`, if given, is (start, end, data), memory
-    at hand from start (AddressSpace.copy_at): the saved registers are sliced
-    from data where it holds them all, else read_u64 reads them.
+    A rule that needs an unknown register leaves its register unknown, except
+    the CFA, whose failure is a CfiError; the callee-saved registers no rule
+    names carry over, the others are unknown. MemoryFault from read_u64
+    propagates. `stack`, if given, is (start, end, data), memory at hand from
+    start (AddressSpace.copy_at): the saved registers are sliced from data
+    where it holds them all, else read_u64 reads them.
     """
     plan = row.plan
     if plan is None:
@@ -213,40 +212,42 @@ def step(row: Row, regs: dict[int, int], read_u64: Callable[[int], int],
     if not plan:
         return _step_general(row, regs, read_u64)
     # the planned row: the general step's result, without its general case
-    cfa_reg, cfa_offset, saved, ra_saved, ra_reg, span = plan
-    base = regs.get(cfa_reg)
+    cfa_reg, cfa_offset, saved, ra_from, low, size, unpack, slots = plan
+    base = regs[cfa_reg]
     if base is None:
         raise CfiError(f"cfa register {_name(cfa_reg)} unknown")
-    cfa = (base + cfa_offset) & MASK64
-    if regs.keys() <= _STEPPED:  # a caller a step made: nothing to leave out
-        caller = regs.copy()     # (its rip is replaced or dropped below)
-    else:
-        caller = {r: regs[r] for r in _CALLEE_SAVED if r in regs}
-    caller[RSP] = cfa
-    if span is not None and stack is not None:
-        low, size, unpack, slots = span
-        at = ((cfa + low) & MASK64) - stack[0]
-        got = unpack(stack[2], at) if 0 <= at <= len(stack[2]) - size else None
-    else:
-        got = None
+    cfa = base + cfa_offset
+    if cfa >> 64:  # below 0 or past 2**64: wraps, as the general step's does
+        cfa &= MASK64
+    caller = _carried(regs, cfa)
+    got = None
+    if unpack is not None and stack is not None:
+        at = cfa + low - stack[0]   # no wrap: the words at hand lie below 2**64
+        data = stack[2]
+        if 0 <= at <= len(data) - size:
+            got = unpack(data, at)
     if got is not None:
         for reg, i in slots:
             caller[reg] = got[i]
     else:
         for reg, offset in saved:
             caller[reg] = read_u64((cfa + offset) & MASK64)
-    if ra_saved:
-        caller[RIP] = caller[ra_reg]
-    else:
-        caller.pop(RIP, None)  # no return address: the outermost frame
+    if ra_from != RIP:  # None: no return address, the outermost frame
+        caller[RIP] = None if ra_from is None else caller[ra_from]
     return cfa, caller
 
 
-def _step_general(row: Row, regs: dict[int, int], read_u64: Callable[[int], int]
-                  ) -> tuple[int, dict[int, int]]:
+def _carried(regs: list, cfa: int) -> list:
+    """The caller's registers before the row's rules: the callee-saved ones
+    as the callee has them, rsp = CFA, the others unknown."""
+    return [None, None, None, regs[RBX], None, None, regs[RBP], cfa,
+            None, None, None, None, regs[R12], regs[R13], regs[R14], regs[R15], None]
+
+
+def _step_general(row: Row, regs: list, read_u64: Callable[[int], int]) -> tuple[int, list]:
     cfa_rule = row.cfa
     if cfa_rule.expr is None:
-        base = regs.get(cfa_rule.reg)
+        base = _get(regs, cfa_rule.reg)
         if base is None:
             raise CfiError(f"cfa register {_name(cfa_rule.reg)} unknown")
         cfa = (base + cfa_rule.offset) & MASK64
@@ -256,43 +257,45 @@ def _step_general(row: Row, regs: dict[int, int], read_u64: Callable[[int], int]
         except RegisterUnknown as e:
             raise CfiError(f"cfa expression needs register {_name(e.reg)}, which is unknown") from None
 
-    caller = {r: regs[r] for r in _CALLEE_SAVED if r in regs}
-    caller[RSP] = cfa
+    caller = _carried(regs, cfa)
     ra = None
     for reg, rule in row.rules:
         value = _apply(reg, rule, cfa, regs, read_u64)
-        if value is None:
-            caller.pop(reg, None)
-        else:
+        if 0 <= reg < COUNT:  # a rule for a register no frame keeps is still applied
             caller[reg] = value
         if reg == row.ra_reg:
             ra = value
-    if ra is None:
-        caller.pop(RIP, None)  # no return address: the outermost frame
-    else:
-        caller[RIP] = ra
+    caller[RIP] = ra  # None: no return address, the outermost frame
     return cfa, caller
 
 
 def _plan(row: Row) -> tuple | bool:
+    """(cfa reg, N, ((reg, N), ...), the register that holds the return
+    address (None: none is saved), then how to slice the saved words at once
+    when they are whole words apart: lowest offset, bytes, their unpacker,
+    ((reg, word), ...); None for these when they are not)."""
     plan: tuple | bool = False
-    if row.cfa.expr is None and all(rule.kind == OFFSET for _, rule in row.rules):
+    kept = range(COUNT)
+    if row.cfa.expr is None and row.cfa.reg in kept and \
+            all(rule.kind == OFFSET and reg in kept for reg, rule in row.rules):
         saved = tuple((reg, rule.value) for reg, rule in row.rules)
         offsets = [offset for _, offset in saved]
         low = min(offsets, default=0)
         count = (max(offsets, default=0) - low) // 8 + 1
-        # the saved words as one slice of the stack, when they are whole words
-        # apart: (lowest offset, bytes, their unpacker, (reg, word), ...))
-        span = (low, 8 * count, struct.Struct(f"<{count}Q").unpack_from,
-                tuple((reg, (offset - low) // 8) for reg, offset in saved)) \
-            if saved and count <= 32 and all((o - low) % 8 == 0 for o in offsets) else None
-        plan = (row.cfa.reg, row.cfa.offset, saved, any(reg == row.ra_reg for reg, _ in saved),
-                row.ra_reg, span)
+        ra_from = row.ra_reg if any(reg == row.ra_reg for reg, _ in saved) else None
+        plan = (row.cfa.reg, row.cfa.offset, saved, ra_from, None, None, None, None)
+        if saved and count <= 32 and all((o - low) % 8 == 0 for o in offsets):
+            plan = plan[:4] + (low, 8 * count, struct.Struct(f"<{count}Q").unpack_from,
+                               tuple((reg, (offset - low) // 8) for reg, offset in saved))
     row.plan = plan
     return plan
 
 
-def _apply(reg: int, rule: Rule, cfa: int, regs: dict[int, int],
+def _get(regs: list, reg: int) -> int | None:
+    return regs[reg] if 0 <= reg < COUNT else None
+
+
+def _apply(reg: int, rule: Rule, cfa: int, regs: list,
            read_u64: Callable[[int], int]) -> int | None:
     kind, value = rule
     if kind == OFFSET:
@@ -302,9 +305,9 @@ def _apply(reg: int, rule: Rule, cfa: int, regs: dict[int, int],
     if kind == UNDEFINED:
         return None
     if kind == SAME_VALUE:
-        return regs.get(reg)
+        return _get(regs, reg)
     if kind == REGISTER:
-        return regs.get(value)
+        return _get(regs, value)
     try:  # EXPRESSION or VAL_EXPRESSION
         result = evaluate(value, regs, read_u64, (cfa,))
     except RegisterUnknown:

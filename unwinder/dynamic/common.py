@@ -3,7 +3,6 @@ the image of code that no file backs."""
 from __future__ import annotations
 
 import struct
-import weakref
 
 from ..cfi import CfiError, Row
 from ..modules import Module
@@ -52,15 +51,12 @@ def symbol_values(module: Module, names: tuple[str, ...]) -> dict[str, int]:
     and what was found in a file is kept with it (a resident service asks
     the same files again and again)."""
     elf = module.image.elf
-    known = _FOUND.setdefault(elf, {})
+    known = elf.values_by_name
     missing = tuple(n for n in names if n not in known)
     if missing:
         found = _link_values(elf, missing)
         known.update({n: found.get(n) for n in missing})
     return {n: known[n] + module.bias for n in names if known[n] is not None}
-
-
-_FOUND: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # ElfFile -> name -> value
 
 
 def _link_values(elf, names: tuple[str, ...]) -> dict[str, int]:
