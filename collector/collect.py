@@ -5,18 +5,15 @@ a core file or the kernel's core stream (core, serve)."""
 from __future__ import annotations
 
 import gc
-import os
 import signal
 import time
 
 from unwinder.dynamic import Registered, registered
-from unwinder.files import open_regular
 from unwinder.modules import ImageCache, Module, ModuleMap
 from unwinder.regs import RIP, RSP, known
 from unwinder.walk import Frame, Trace, unwind
 
 from . import perfmap, report
-from .errors import BadCore
 from .guard import stage
 from .pyframes import add_python_frames
 from .targets.procfs import ThreadInfo
@@ -25,7 +22,6 @@ TYPE_CHECKING = False  # not typing's; the core readers are imported where cores
 if TYPE_CHECKING:
     from .targets.corefile import CoreSpace, Layout
     from .targets.crashed import Seen
-    from .targets.locate import Where
 
 FAULT_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGTRAP}
 
@@ -214,67 +210,6 @@ def core_report(space: CoreSpace | None, process: dict, errors: list[str],
     out["core"] = core_info
     if sig:
         out["signal"] = sig
-    return out
-
-
-def from_core_file(path: str, max_frames: int, cache: ImageCache | None = None,
-                   where: Where | None = None) -> dict:
-    """A core file; its mapped files are looked for as `where` says, and
-    beside it."""
-    import dataclasses  # not on attach's way: there they cost milliseconds
-
-    from .targets import compressed
-    from .targets.corefile import CoreError, open_core
-    from .targets.locate import Where
-    t0 = time.monotonic()
-    where = dataclasses.replace(where or Where(), core_dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        fd = open_regular(path)
-    except OSError as e:
-        raise BadCore(f"{path}: cannot open {path}: {e.strerror}") from None
-    packed = compressed.kind(fd)
-    if packed:
-        return from_compressed_core(path, fd, packed, max_frames, cache, t0, where)
-    os.close(fd)
-    try:
-        space, size = open_core(path, where)
-    except CoreError as e:
-        raise BadCore(f"{path}: {e}") from None
-    layout = space.layout
-    process = core_process(layout, None)
-    core_info = {"path": os.path.abspath(path), "bytes": size, "expected_bytes": layout.size}
-    timings = {"stopped_ms": 0.0, "read_ms": round((time.monotonic() - t0) * 1000, 3)}
-    mtime = os.stat(path).st_mtime
-    out = core_report(space, process, list(layout.errors), max_frames, mtime, timings, core_info,
-                      signal_dict(layout.notes.siginfo, None), cache=cache,
-                      perf=perfmap.for_core(layout, perfmap.read, mtime, None))
-    out["timings"]["total_ms"] = round((time.monotonic() - t0) * 1000, 3)
-    return out
-
-
-def from_compressed_core(path: str, fd: int, kind: str, max_frames: int,
-                         cache: ImageCache | None, t0: float, where: Where) -> dict:
-    """A core compressed as systemd-coredump keeps them, read as a stream."""
-    from .targets import compressed
-    from .targets.stream import stream
-    size = os.fstat(fd).st_size
-    mtime = os.fstat(fd).st_mtime
-    feed = compressed.Decompressing(fd, kind)
-    try:
-        got = stream(feed.fd, idle_timeout=60, where=where)
-    finally:
-        feed.close()
-    errors = feed.errors + got.errors
-    if got.layout is None:
-        raise BadCore(f"{path}: {kind}-compressed: {'; '.join(errors)}")
-    core_info = {"path": os.path.abspath(path), "compression": kind, "compressed_bytes": size,
-                 "bytes": got.bytes_read, "kept_bytes": got.bytes_kept,
-                 "expected_bytes": got.layout.size}
-    timings = {"stopped_ms": 0.0, "read_ms": round((time.monotonic() - t0) * 1000, 3)}
-    out = core_report(got.space, core_process(got.layout, None), errors, max_frames, mtime,
-                      timings, core_info, signal_dict(got.layout.notes.siginfo, None),
-                      cache=cache, perf=perfmap.for_core(got.layout, perfmap.read, mtime, None))
-    out["timings"]["total_ms"] = round((time.monotonic() - t0) * 1000, 3)
     return out
 
 
