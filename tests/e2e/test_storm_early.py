@@ -94,14 +94,13 @@ def check(found, suppressed, state, log_text):
 
 @pytest.fixture
 def serve(work):
-    if not kernel_has_socket_mode():
-        pytest.skip("core_pattern '@socket' needs Linux 6.16+")
+    """start(*LISTEN): `collector serve` on LISTEN (--socket PATH, --control
+    PATH), its log in work/log, stopped after the test."""
     started = []
 
-    def start():
-        sock = work / "s"
+    def start(*listen):
         proc = subprocess.Popen(
-            collector_argv("serve", "--socket", sock, "--report-dir", work / "r",
+            collector_argv("serve", *listen, "--report-dir", work / "r",
                            "--config", work / "collector.toml", "--log-level", "debug"),
             stdout=subprocess.DEVNULL, stderr=open(work / "log", "w"), env=collector_env(),
             start_new_session=True)
@@ -110,7 +109,6 @@ def serve(work):
         while "listening" not in (work / "log").read_text():
             assert proc.poll() is None and time.monotonic() < deadline, (work / "log").read_text()
             time.sleep(0.05)
-        return sock
     yield start
     for proc in started:
         stop(proc)
@@ -118,10 +116,13 @@ def serve(work):
 
 @pytest.mark.parametrize("mode", ["@", "@@"])
 def test_suppressed_before_the_worker(builder, work, serve, mode):
+    if not kernel_has_socket_mode():
+        pytest.skip("core_pattern '@socket' needs Linux 6.16+")
     if mode == "@@" and not kernel_has_request_mode():
         pytest.skip("core_pattern '@@socket' needs Linux 6.17+")
     exe = builder.build("core_crash.c", "O0-fp")
-    sock = serve()
+    sock = work / "s"
+    serve("--socket", sock)
     log = lambda: (work / "log").read_text()  # noqa: E731
     with owned_core_pattern(f"{mode}{sock}"):
         found, dumped, suppressed = storm(exe, work / "r", log)
@@ -153,31 +154,19 @@ def test_pipe_mode_decides_first(builder, work):
     check(found, suppressed, work / "handler-state", log())
 
 
-def test_pipe_mode_handed_to_the_service_decides_there(builder, work):
+def test_pipe_mode_handed_to_the_service_decides_there(builder, work, serve):
     """A pipe handler hands each core to the running service, whose parent
     decides on the first notes: a suppressed crash's pipe is closed there,
     with no child forked for it (one per report)."""
     exe = builder.build("core_crash.c", "O0-fp")
     control = work / "control.sock"
-    proc = subprocess.Popen(
-        collector_argv("serve", "--control", control, "--report-dir", work / "r",
-                       "--config", work / "collector.toml", "--log-level", "debug"),
-        stdout=subprocess.DEVNULL, stderr=open(work / "log", "w"), env=collector_env(),
-        start_new_session=True)
-    try:
-        log = lambda: (work / "log").read_text()  # noqa: E731
-        deadline = time.monotonic() + 30
-        while "listening" not in log():
-            assert proc.poll() is None and time.monotonic() < deadline, log()
-            time.sleep(0.05)
-        script = handler_script(work, {"COLLECTOR_CONTROL": control})
-        pattern = f"|{script} core --from-kernel --report-dir {work / 'own'} {KERNEL_ARGS}"
-        with owned_core_pattern(pattern, pipe_limit=4):
-            found, _, suppressed = storm(exe, work / "r", log)
-        text = log()
-    finally:
-        stop(proc)
-    check(found, suppressed, work / "state", text)
+    serve("--control", control)
+    log = lambda: (work / "log").read_text()  # noqa: E731
+    script = handler_script(work, {"COLLECTOR_CONTROL": control})
+    pattern = f"|{script} core --from-kernel --report-dir {work / 'own'} {KERNEL_ARGS}"
+    with owned_core_pattern(pattern, pipe_limit=4):
+        found, _, suppressed = storm(exe, work / "r", log)
+    check(found, suppressed, work / "state", log())
     assert not (work / "own").exists(), "a handler wrote a report of its own"
-    assert len(re.findall(r"\(pipe closed;", text)) == suppressed, text
-    assert text.count("handling a core") == len(found), text
+    assert len(re.findall(r"\(pipe closed;", log())) == suppressed, log()
+    assert log().count("handling a core") == len(found), log()
