@@ -51,6 +51,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+from serving import start_serve  # noqa: E402
 PATTERN = Path("/proc/sys/kernel/core_pattern")
 PIPE_LIMIT = Path("/proc/sys/kernel/core_pipe_limit")
 LOCK = Path(tempfile.gettempdir()) / "collector-core-pattern.lock"  # as tests/e2e/corepattern.py
@@ -149,17 +151,11 @@ def service(d: Path, *listen: str):
     """`collector serve LISTEN...` (its sockets), storm control off; yields its log."""
     log = d / f"serve-{Path(listen[1]).name or 'control'}.log"
     (d / "serve.toml").write_text("[storm]\nsources = []\n")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLLECTOR_CONFIG": str(d / "serve.toml"),
+    env = {**os.environ, "COLLECTOR_CONFIG": str(d / "serve.toml"),
            "COLLECTOR_STATE_DIR": str(d / "state")}
-    proc = subprocess.Popen([sys.executable, "-m", "collector", "serve", *listen, "--report-dir",
-                             str(d / "sr"), "--jobs", "1", "--symbolize-budget", "0"],
-                            stdout=subprocess.DEVNULL, stderr=open(log, "w"), env=env,
-                            start_new_session=True)
+    proc = start_serve([*listen, "--report-dir", str(d / "sr"), "--jobs", "1",
+                        "--symbolize-budget", "0"], env, log)
     try:
-        while "listening" not in log.read_text():
-            if proc.poll() is not None:
-                raise SystemExit(f"serve did not start:\n{log.read_text()}")
-            time.sleep(0.05)
         yield log
     finally:
         proc.terminate()

@@ -42,6 +42,9 @@ from collector.commands.install_handler import entry_script  # noqa: E402
 from collector.service.pipe import KERNEL_ARGS  # noqa: E402
 from tests.e2e.corepattern import FIXTURE_EXE, owned_core_pattern  # noqa: E402
 
+sys.path.insert(0, str(HERE))
+from serving import start_serve  # noqa: E402
+
 # Four crash sites; `site` 0 is the storm, the others now and then.
 PROGRAM = r"""
 #include <signal.h>
@@ -197,19 +200,12 @@ def run_service(args, d: Path, exe: Path) -> dict:
     """socket, request, and pipe-service: the pipe handler hands each core
     to the service (its CPU is added to the service's)."""
     sock, log, handlers = d / "s", d / "serve.log", d / "handler.log"
-    env = dict(os.environ, PYTHONPATH=str(REPO), COLLECTOR_CONFIG=str(d / "collector.toml"))
+    env = dict(os.environ, COLLECTOR_CONFIG=str(d / "collector.toml"))
     piped = args.mode == "pipe-service"
     where = [] if piped else ["--socket", str(sock)]
-    proc = subprocess.Popen([sys.executable, "-m", "collector", "serve", *where,
-                             "--control", str(d / "c"),
-                             "--report-dir", str(d / "r"), "--jobs", str(args.jobs)],
-                            stdout=subprocess.DEVNULL, stderr=open(log, "w"), env=env,
-                            start_new_session=True)
+    proc = start_serve([*where, "--control", str(d / "c"), "--report-dir", str(d / "r"),
+                        "--jobs", str(args.jobs)], env, log)
     try:
-        while "listening" not in log.read_text():
-            if proc.poll() is not None:
-                raise SystemExit(f"serve did not start:\n{log.read_text()}")
-            time.sleep(0.05)
         base = cpu_of(proc.pid)
         pattern = handler(d, exe, handlers) if piped else \
             ("@@" if args.mode == "request" else "@") + str(sock)
