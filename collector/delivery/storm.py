@@ -12,9 +12,7 @@ import fcntl
 import os
 
 from ..files import own_dir, write_atomic
-# JSON through json's C parts only: the json module brings re, ~7 ms of a
-# pipe handler's early decision
-from ..service.control import dumps, loads
+from ..plainjson import dumps, loads  # not json: it brings re, ~7 ms of a pipe handler
 
 STATE = "storm.json"
 

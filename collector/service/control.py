@@ -20,18 +20,18 @@ JSON message each way, file descriptors alongside (SCM_RIGHTS).
 The client side is imported by `attach` and the pipe handler before they
 touch a target. It costs _socket, struct and _json only: the json and
 socket modules (with re, enum and selectors) would cost 10 ms of a client
-that is done in 40, so messages are encoded and decoded here with json's
-own C parts (plain values only: dicts, lists, strings, numbers, booleans).
+that is done in 40, so messages are encoded and decoded with json's
+own C parts (collector/plainjson.py: plain values only).
 Any other answer ({"error": CLASS, "message": TEXT} for a bad request)
 means the client does the work itself.
 """
 from __future__ import annotations
 
-import _json
 import _socket as socket
 import os
 import struct
 
+from ..plainjson import dumps, loads
 from . import control_path
 
 HEADER = struct.Struct("!I")
@@ -102,47 +102,6 @@ def _exactly(sock, n: int, got: bytes) -> bytes:
             raise ValueError("the message was cut short")
         data += chunk
     return bytes(data)
-
-
-def dumps(value) -> str:
-    """JSON of a message (TypeError for what a message cannot hold)."""
-    if isinstance(value, str):
-        return _json.encode_basestring_ascii(value)
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    if isinstance(value, int):
-        return str(int(value))
-    if isinstance(value, float) and value - value == 0:  # finite
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(map(dumps, value)) + "]"
-    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        return "{" + ",".join(f"{dumps(k)}:{dumps(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"not in a message: {type(value).__name__}")
-
-
-class _Plain:
-    """What json's C scanner asks of its decoder: plain values only."""
-    strict = True
-    object_hook = object_pairs_hook = None
-    parse_float, parse_int = float, int
-
-    @staticmethod
-    def parse_constant(name: str):
-        raise ValueError(f"{name} is not a message's value")
-
-
-_scan = _json.make_scanner(_Plain())
-
-
-def loads(body: bytes | bytearray):
-    """The JSON value in `body`, or None if it holds no single one."""
-    try:
-        text = body.decode()
-        value, end = _scan(text, len(text) - len(text.lstrip()))
-    except (ValueError, RecursionError, StopIteration):
-        return None
-    return value if not text[end:].strip() else None
 
 
 def _close(fds: list[int]) -> None:
