@@ -76,9 +76,9 @@ def tool_env(state: str | None = None) -> dict[str, str]:
 
 
 def collector_command() -> tuple[list[str], str]:
-    """The installed `collector` console script if it runs this checkout's
-    code (an editable install), else `python -m collector` from this
-    checkout."""
+    """The installed `collector` command if it runs this checkout's code (an
+    editable install), else this checkout's bin/collector, the same script,
+    run by this interpreter."""
     script = shutil.which("collector")
     if script:
         try:
@@ -92,11 +92,12 @@ def collector_command() -> tuple[list[str], str]:
         except (OSError, IndexError, subprocess.SubprocessError):
             where = ""
         if where and Path(where) == (REPO / "collector").resolve():
-            return [script], f"{script} (console script)"
+            return [script], f"{script} (installed)"
         note = f" (the installed {script} runs {where or 'other code'}, not this checkout)"
     else:
         note = ""
-    return [sys.executable, "-m", "collector"], f"{sys.executable} -m collector{note}"
+    launcher = REPO / "bin" / "collector"
+    return [sys.executable, str(launcher)], f"{sys.executable} {launcher}{note}"
 
 
 def compile_target(outdir: Path) -> Path:

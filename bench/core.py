@@ -214,7 +214,7 @@ def main() -> int:
         ctl = d / "control.sock"
         env = {**os.environ, "PYTHONPATH": str(REPO), "COLLECTOR_CONTROL": str(ctl),
                "COLLECTOR_STATE_DIR": str(d / "state")}  # no storm control
-        offline = [sys.executable, "-m", "collector", "core", "--symbolize-budget", "0", str(core)]
+        offline = [sys.executable, str(REPO / "bin" / "collector"), "core", "--symbolize-budget", "0", str(core)]
         with service(d, "--control", str(ctl)):
             for _ in range(opts.runs):
                 feeder = subprocess.Popen([sys.executable, "-c", FEEDER, str(core)],

@@ -5,7 +5,7 @@ stopped) and the first PTRACE_DETACH after the execve. eu-stack alike.
 
     python bench/first_stop.py [--runs 9] [--tree DIR ...] [--fifo]
 
---tree runs `python -m collector` from each checkout given (default this
+--tree runs the collector (bin/collector) of each checkout given (default this
 one), round-robin, so that before/after are measured under the same load.
 --fifo runs every tool SCHED_FIFO (chrt -f 10, root only) so that other
 work on a loaded machine does not delay it. strace traces only execve and
@@ -81,10 +81,12 @@ def main(argv=None) -> int:
             for tree in trees:
                 env = tool_env(str(tmp))  # the store of every run here, not the machine's
                 env["PYTHONPATH"] = str(tree)
-                # run from the tree: `-m` looks in the current directory first
+                # the tree's installed command (bin/collector); an older tree's `-m`
+                # looks in the current directory first
+                launcher = tree / "bin" / "collector"
+                command = [str(launcher)] if launcher.exists() else ["-m", "collector"]
                 tools[f"collector ({tree})"] = (
-                    [sys.executable, "-m", "collector", "attach",
-                     pid], env, str(tree))
+                    [sys.executable, *command, "attach", pid], env, str(tree))
                 subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "collector"),
                                 str(tree / "unwinder")], check=False, stdout=subprocess.DEVNULL)
             if shutil.which("eu-stack"):

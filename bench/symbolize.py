@@ -82,7 +82,7 @@ def main() -> None:
             state = str(Path(d) / "state")  # the cached rows' state directory, attach's too
             cached_env = {**ENV, "STATE_DIRECTORY": state, "COLLECTOR_STATE_DIR": state}
             symbolize = [sys.executable, "-c", SYMBOLIZE, str(bare)]
-            attach_argv = [sys.executable, "-m", "collector", "attach", "--no-service", pid]
+            attach_argv = [sys.executable, str(REPO / "bin" / "collector"), "attach", "--no-service", pid]
             wall_ms(symbolize, cached_env)  # fills the disk cache
             eu, eu_inline, attach, runs, attach_cached, runs_cached = [], [], [], [], [], []
             for _ in range(args.runs):  # interleaved: a shared machine's load hits all alike

@@ -3,7 +3,8 @@ always reaped, and a runner for the collector command.
 
 Everything is located relative to this file, so the suite works from a clean
 clone whether or not `pip install .` was done: the collector is run as
-`python -m collector` with PYTHONPATH set to the repository root.
+`python bin/collector` (the installed command's own script) with PYTHONPATH
+set to the repository root.
 """
 from __future__ import annotations
 
@@ -339,7 +340,7 @@ def _session_dir():
 
 
 def collector_argv(*args) -> list[str]:
-    return [sys.executable, "-m", "collector", *map(str, args)]
+    return [sys.executable, str(REPO / "bin" / "collector"), *map(str, args)]
 
 
 _validator = None
@@ -402,7 +403,7 @@ def run_command(argv: list[str], timeout: float = COLLECTOR_TIMEOUT, env=None) -
 
 @pytest.fixture
 def collector():
-    """collector(*args, timeout=60) -> Result for `python -m collector ARGS`."""
+    """collector(*args, timeout=60) -> Result for `collector ARGS`."""
     def _collector(*args, timeout: float = COLLECTOR_TIMEOUT) -> Result:
         return run_command(collector_argv(*args), timeout=timeout)
     return _collector
