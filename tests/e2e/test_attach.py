@@ -183,7 +183,8 @@ HEAVY = ("dataclasses", "inspect", "typing", "json", "socket", "sqlite3", "tomll
 
 
 # `attach PID` alone is stopped before its command line is parsed
-QUICK_HEAVY = ("argparse", "re", "enum", "signal", "locale", "collector.cli", "collector.config")
+QUICK_HEAVY = ("argparse", "re", "enum", "signal", "locale", "collections", "collector.cli",
+               "collector.config")
 
 
 @pytest.mark.parametrize("words, heavy", [
