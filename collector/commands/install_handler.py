@@ -29,13 +29,15 @@ SOCKET = "/run/collector/core.sock"
 PIPE_LIMIT = 16
 MAX_PATTERN = 127
 # The pipe handler by default: the interpreter, isolated (-I: no environment,
-# user site or script directory on the path), runs this script, rather than
-# `-m collector` (runpy) or the `collector` wrapper (re): either costs every
-# handler ~6 ms of imports before its first decision.
+# user site or script directory on the path) and without site (-S: 3 ms of
+# every handler; the script puts site's directories on the path itself),
+# runs this script, rather than `-m collector` (runpy): every ms is one of
+# each handler's before its first decision.
 ENTRY, SETTINGS = "pipe-handler.py", "pipe-settings"
 ENTRY_TEXT = '''"""The kernel's pipe handler, written by `collector install-handler`."""
 import sys
 
+sys.path += {path!r}
 sys.argv[1:1] = {argv!r}
 from collector.service import pipe
 
@@ -86,28 +88,46 @@ def default_command() -> str | None:
     return beside if os.access(beside, os.X_OK) else shutil.which("collector")
 
 
-def entry_script(argv: list[str], settings: str) -> str:
-    """The pipe handler as a script that puts `argv` before the kernel's
-    arguments and keeps its settings at `settings` (service/pipe.py), for
-    `python -I`."""
-    return ENTRY_TEXT.format(argv=argv, settings=settings)
+def entry_script(argv: list[str], settings: str, path: list[str] = ()) -> str:
+    """The pipe handler as a script that adds `path` to the interpreter's,
+    puts `argv` before the kernel's arguments and keeps its settings at
+    `settings` (service/pipe.py), for `python -I [-S]`."""
+    return ENTRY_TEXT.format(path=list(path), argv=argv, settings=settings)
 
 
 def _entry_path(state_dir: str) -> str:
     return os.path.join(state_dir, ENTRY)
 
 
-def _isolated() -> bool:
-    """Whether `python -I` (no environment, no user site) imports this very
-    collector: then the kernel can run the interpreter on the entry script."""
+def _python(*argv: str) -> str | None:
+    """What this interpreter prints for `argv` from /, or None."""
     import subprocess
-    ours = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
-        r = subprocess.run([sys.executable, "-I", "-c", "import collector; print(collector.__file__)"],
-                           capture_output=True, text=True, timeout=60, cwd="/")
+        r = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=60,
+                           cwd="/")
     except (OSError, subprocess.SubprocessError):
-        return False
-    return r.returncode == 0 and os.path.dirname(r.stdout.strip()) == ours
+        return None
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def _isolated() -> tuple[str, list[str]] | None:
+    """How the kernel can run the interpreter on the entry script so that
+    it imports this very collector: the flags, and the directories the
+    script adds to the path. `-I -S` with the directories site would add
+    (not site's .pth hooks: an editable install's finder needs plain `-I`),
+    or None when neither imports this collector."""
+    ours = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    show = "import json, sys; print(json.dumps(sys.path))"
+    full, bare = _python("-I", "-c", show), _python("-I", "-S", "-c", show)
+    if full is None or bare is None:
+        return None
+    bare_path = json.loads(bare)
+    extra = [p for p in json.loads(full) if p not in bare_path]
+    where = "import collector, os; print(os.path.dirname(collector.__file__))"
+    for flags, path in (("-I -S", extra), ("-I", [])):
+        if _python(*flags.split(), "-c", f"import sys; sys.path += {path!r}; {where}") == ours:
+            return flags, path
+    return None
 
 
 def pattern(args) -> tuple[str, str | None]:
@@ -121,9 +141,11 @@ def pattern(args) -> tuple[str, str | None]:
                                "(or `collector serve --socket PATH`) first") from None
         return ("@@" if args.mode == "request" else "@") + args.socket, None
     argv = ["core", "--from-kernel", *(["--report-dir", args.report_dir] if args.report_dir else [])]
-    if args.command is None and _isolated():
-        return (f"|{sys.executable} -I {_entry_path(args.state_dir)} {KERNEL_ARGS}",
-                entry_script(argv, os.path.join(args.state_dir, SETTINGS)))
+    isolated = _isolated() if args.command is None else None
+    if isolated is not None:
+        flags, path = isolated
+        return (f"|{sys.executable} {flags} {_entry_path(args.state_dir)} {KERNEL_ARGS}",
+                entry_script(argv, os.path.join(args.state_dir, SETTINGS), path))
     command = args.command or default_command()
     if not command or not os.path.isabs(command) or not os.access(command, os.X_OK):
         raise HandlerError(f"no collector program at {command!r}: give --command /abs/path "

@@ -5,6 +5,7 @@ it was."""
 from __future__ import annotations
 
 import shutil
+import sysconfig
 
 import pytest
 
@@ -72,16 +73,16 @@ def test_install_crash_uninstall(builder, d):
 
 
 def test_the_entry_script_under_the_kernel(builder, d):
-    """The script install-handler has the kernel run by default, as `python -I`
-    runs it (behind the tests' filter of other programs' crashes, which also
-    keeps the handler's state in `d`): a report, from the collector that
-    interpreter imports on its own."""
+    """The script install-handler has the kernel run by default, as `python
+    -I -S` runs it (behind the tests' filter of other programs' crashes,
+    which also keeps the handler's state in `d`): a report, from the
+    collector installed in the site directory the script adds."""
     exe = builder.build("core_crash.c", "O0-fp")
     entry, reports = d / "pipe-handler.py", d / "r"
     entry.write_text(entry_script(["core", "--from-kernel", "--report-dir", str(reports)],
-                                  str(d / "pipe-settings")))
+                                  str(d / "pipe-settings"), [sysconfig.get_paths()["purelib"]]))
     script = handler_script(d)
-    script.write_text(script.read_text().replace("-m collector", f"-I {entry}"))
+    script.write_text(script.read_text().replace("-m collector", f"-I -S {entry}"))
     with owned_core_pattern(f"|{script} {KERNEL_ARGS}", pipe_limit=4):
         pid = crash([exe, "abort"])
         report, = wait_report(reports, [pid])
