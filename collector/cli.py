@@ -87,10 +87,11 @@ def main(argv: list[str] | None = None, first=None) -> int:
     return run(args)
 
 
-def run(args, report: dict | None = None) -> int:
+def run(args, report: dict | None = None, close: bool = True) -> int:
     """The parsed command line's exit status. `report`: the command's
     report, made already (by the service, for a client:
-    service/clients.py), to deliver only."""
+    service/clients.py), to deliver only. `close` False: the caller closes
+    args.outlet (the service, once the client has its answer)."""
     try:
         first = getattr(args, "first", None)  # a capture that must not wait for the rest
         if first is not None and report is None:
@@ -121,5 +122,5 @@ def run(args, report: dict | None = None) -> int:
             traceback.print_exc()
         return 1
     finally:
-        if getattr(args, "outlet", None) is not None:
+        if close and getattr(args, "outlet", None) is not None:
             args.outlet.close()
