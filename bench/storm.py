@@ -30,6 +30,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -71,7 +72,7 @@ HANDLER = """#!/bin/sh
 for a; do case $a in P=*) pid=${{a#P=}} ;; esac; done
 case $(readlink /proc/$pid/exe) in */{exe}) ;; *) exec cat >/dev/null ;; esac
 export COLLECTOR_CONFIG={config} COLLECTOR_CONTROL={control}
-PYTHONPATH={repo} {d}/cpu {d}/t.$pid {python} -s -P {d}/pipe-handler.py "$@"
+{d}/cpu {d}/t.$pid {python} -I -S {d}/pipe-handler.py "$@"
 if ls {reports}/*-$pid-* >/dev/null 2>&1; then k=delivered; else k=suppressed; fi
 echo "$k $pid $(cat {d}/t.$pid)" >> {log}
 """
@@ -183,12 +184,13 @@ def settle(count, want: int, timeout: float = 120) -> None:
 def handler(d: Path, exe: Path, log: Path) -> str:
     """The pipe handler script's core_pattern (it hands its core to the
     service when one listens at d/c). It runs the entry script that
-    `install-handler` writes, as `python -I` would but with this checkout
-    on PYTHONPATH (-s -P)."""
+    `install-handler` writes, run as it has the kernel run it (`python -I
+    -S`), with this checkout first on the path the script adds."""
     (d / "pipe-handler.py").write_text(entry_script(
-        ["core", "--from-kernel", "--report-dir", str(d / "r")], str(d / "pipe-settings")))
+        ["core", "--from-kernel", "--report-dir", str(d / "r")], str(d / "pipe-settings"),
+        [str(REPO), sysconfig.get_paths()["purelib"]]))
     script = d / "h"
-    script.write_text(HANDLER.format(exe=exe.name, config=d / "collector.toml", repo=REPO,
+    script.write_text(HANDLER.format(exe=exe.name, config=d / "collector.toml",
                                      python=sys.executable, reports=d / "r", log=log, d=d,
                                      control=d / "c"))
     script.chmod(0o755)
