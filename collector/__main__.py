@@ -9,10 +9,11 @@ def main() -> int:
     import sys
     try:
         try:
-            from .service.pipe import suppressed
             argv = sys.argv[1:]
-            if suppressed(argv):  # pipe mode, decided before anything heavy is loaded
-                return 0
+            if "--from-kernel" in argv:  # pipe mode, decided before anything heavy is loaded
+                from .service.pipe import suppressed
+                if suppressed(argv):
+                    return 0
             from .service import control_path
             where = control_path() if ("attach" in argv or "core" in argv and "--from-kernel"
                                        not in argv) and "--no-service" not in argv else None
