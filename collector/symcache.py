@@ -13,13 +13,13 @@ Failures to read or write are silent: the cache is only an optimisation.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
 
 from unwinder.symbols.lines import Location
 
+from .digest import sha256
 from .files import own_dir, write_atomic
 
 VERSION = 1
@@ -37,7 +37,7 @@ def state_dir() -> str | None:
 
 def fingerprint(*elves) -> str:
     """A digest of the section headers of ELF files (None: no file)."""
-    h = hashlib.sha256()
+    h = sha256()
     for elf in elves:
         h.update(repr(None if elf is None else [
             (s.name, s.type, s.flags, s.offset, s.size) for s in elf.by_index]).encode())

@@ -6,13 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 
-try:  # CPython's own SHA-256 (3.11's _sha256, 3.12's _sha2): hashlib loads OpenSSL and
-    from _sha256 import sha256  # makes every algorithm it has, 3-6 ms of a cold report
-except ImportError:
-    try:
-        from _sha2 import sha256
-    except ImportError:
-        from hashlib import sha256
+from ..digest import sha256
 
 VERSION = "fp1"
 FRAMES = 6
