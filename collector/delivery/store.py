@@ -62,7 +62,8 @@ def top_function(report: dict) -> str | None:
     return top.get("function") if top else None
 
 
-def row(report: dict, data: str) -> dict:
+def row(report: dict, data: bytes) -> dict:
+    """The columns of a report kept as `data` (its JSON, compressed)."""
     p = report.get("process") or {}
     sig = report.get("signal") or {}
     return {"report_id": str(report.get("report_id")), "time": report_time(report),
@@ -152,10 +153,14 @@ class Store:
 
     def add(self, report: dict, trim: bool = True) -> str:
         """Keep the report (a report stored before, symbolized again, replaces
-        itself); returns it as JSON, as it was kept."""
+        itself); returns it as JSON, as it was kept. Kept zlib-compressed
+        (a BLOB; a report kept before as TEXT still reads): a tenth to a
+        twentieth of the JSON, so SQLite writes that much less, twice (the
+        WAL, then its checkpoint), and `bytes` counts what the disk holds."""
         import json  # here: counting a suppressed crash needs none (json brings re)
+        import zlib
         data = json.dumps(report, separators=(",", ":"))
-        values = row(report, data)
+        values = row(report, zlib.compress(data.encode(), 1))
         names = ", ".join(values)
         marks = ", ".join(f":{k}" for k in values)
         update = ", ".join(f"{k} = excluded.{k}" for k in values if k != "report_id")
@@ -271,7 +276,14 @@ class Store:
         if got is None:
             raise StoreError(f"report {report_id} is no longer in {self.path}")
         import json
-        return json.loads(got[0])
+        kept = got[0]
+        if isinstance(kept, bytes):
+            import zlib
+            try:
+                kept = zlib.decompress(kept)
+            except zlib.error as e:
+                raise StoreError(f"report {report_id} in {self.path} is damaged: {e}") from None
+        return json.loads(kept)
 
     def suppressed(self) -> dict[str, dict]:
         import sqlite3

@@ -3,17 +3,20 @@ through the kernel's pipe handler land in STATE_DIR/reports.db; list and
 show read them back with coredumpctl's matches; retention; many writers."""
 from __future__ import annotations
 
+import base64
 import json
+import random
 import shutil
 import sqlite3
 import subprocess
 import sys
 import time
+import zlib
 
 import pytest
 
 from collector import config as cfgmod
-from collector.delivery.store import Store
+from collector.delivery.store import Store, StoreError
 from collector.service.pipe import KERNEL_ARGS
 
 from .corepattern import (can_own, crash, crashed_thread, handler_script, owned_core_pattern,
@@ -117,10 +120,13 @@ def store(tmp_path, **settings) -> Store:
 
 
 def fake(i: int, t: float, size: int = 0, fingerprint: str = "f" * 32) -> dict:
+    """A report; `size` characters of padding that does not compress
+    (base64 of random bytes: ~3/4 of it stays)."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(t))
+    pad = base64.b64encode(random.Random(i).randbytes(size * 3 // 4)).decode()
     return {"report_id": f"id-{i}", "time": stamp, "source": "core", "fingerprint": fingerprint,
             "process": {"pid": 1000 + i, "exe": "/bin/x", "name": "x", "uid": 0, "gid": 0},
-            "signal": {"number": 11, "name": "SIGSEGV"}, "threads": [], "pad": "x" * size}
+            "signal": {"number": 11, "name": "SIGSEGV"}, "threads": [], "pad": pad}
 
 
 def stored(s: Store) -> list[str]:
@@ -134,7 +140,7 @@ def test_retention_by_count_bytes_age_and_free_disk(tmp_path):
         s.add(fake(i, now - 50 + i))
     assert stored(s) == ["id-2", "id-3", "id-4"]
 
-    s = store(tmp_path / "b", max_bytes=25_000)
+    s = store(tmp_path / "b", max_bytes=17_000)  # what the disk holds: ~7,600 bytes each
     for i in range(5):
         s.add(fake(i, now - 50 + i, size=10_000))
     assert stored(s) == ["id-3", "id-4"]
@@ -153,6 +159,26 @@ def test_retention_by_count_bytes_age_and_free_disk(tmp_path):
     again["threads"] = [{"tid": 1, "frames": []}]
     s.add(again)  # symbolized again: the same report, replaced
     assert stored(s) == ["id-2"] and s.report("id-2")["threads"] == again["threads"]
+
+
+def test_reports_are_kept_compressed_and_old_text_rows_still_read(tmp_path):
+    """A report is kept as zlib-compressed JSON, `bytes` its size on disk;
+    one kept as JSON text by an earlier collector reads the same."""
+    s = store(tmp_path)
+    report = fake(1, time.time())
+    report["threads"] = [{"tid": 1, "frames": [{"index": n, "function": "same"} for n in range(500)]}]
+    text = s.add(report)
+    db = sqlite3.connect(tmp_path / "reports.db")
+    kept, size = db.execute("SELECT report, bytes FROM reports").fetchone()
+    assert isinstance(kept, bytes) and size == len(kept) < len(text) / 10
+    assert zlib.decompress(kept).decode() == text and s.report("id-1") == report
+    with db:
+        db.execute("UPDATE reports SET report = ?", (text,))
+    assert s.report("id-1") == report
+    with db:
+        db.execute("UPDATE reports SET report = ?", (b"not zlib",))
+    with pytest.raises(StoreError, match="damaged"):
+        s.report("id-1")
 
 
 WRITER = """
