@@ -13,8 +13,9 @@
   the client): the service makes the report itself with its warm caches
   (a core file in the child that becomes the client),
   one at a time, and a child that becomes the client (its ids, directory,
-  environment, stdout and stderr) delivers it as the client's own; and a
-  pipe handler hands over its core, which then waits for a job like a
+  environment, stdout and stderr) delivers it as the client's own (root's
+  `attach`: the resident worker takes and delivers it, resident.py); and
+  a pipe handler hands over its core, which then waits for a job like a
   socket's.
 Children are forked from the warm parent (imports done, caches filled) and
 finish on their own if the parent dies.
@@ -33,7 +34,7 @@ import time
 
 from ..errors import CollectorError, HandlerError
 from ..targets import procfs
-from . import CONTROL, CONTROL_ENV, clients, control, pipe, request
+from . import CONTROL, CONTROL_ENV, clients, control, pipe, request, resident
 from .kernel import handle_kernel_core, preload
 
 SO_PEERPIDFD = 77           # Linux 6.5+, not in Python's socket module
@@ -191,6 +192,7 @@ class Service:
         # (conn, kernel, errors, fd, pidfd, the first look's (decision, head))
         self.waiting: collections.deque = collections.deque()
         self.reading: dict[socket.socket, float] = {}  # clients yet to send: -> deadline
+        self.resident = resident.Resident(self.spawn)  # root's attach requests
 
     def run(self) -> None:
         core, ctl = self.socks.get("core"), self.socks.get("control")
@@ -199,10 +201,13 @@ class Service:
         signal.set_wakeup_fd(alarm)
         while True:
             self.reap()
+            if ctl is not None and os.geteuid() == 0:
+                self.resident.start(resident.serve_attach(self, _deliver, log))
             while self.waiting and len(self.busy) < self.args.jobs:
                 self.start_handed(*self.waiting.popleft())
             free = len(self.busy) < self.args.jobs
-            watch = {s.fileno(): s for s in (ctl, core if free else None, *self.reading)
+            watch = {s.fileno(): s for s in (ctl, core if free else None, *self.reading,
+                                             self.resident.sock)
                      if s is not None}
             poll = select.poll()
             for fd in (*watch, wake):
@@ -213,6 +218,8 @@ class Service:
                                                else max(0, int((wait - now) * 1000)) + 1)}
             if wake in ready:
                 _drain(wake)
+            if self.resident.sock is not None and self.resident.sock.fileno() in ready:
+                self.resident.heard()
             if core is not None and core.fileno() in ready:
                 conn, _ = core.accept()
                 self.fork(lambda: handle(conn, self.args))
@@ -308,6 +315,9 @@ class Service:
                 if args.func is None:
                     return {"local": True}
                 log(f"core {args.file_or_specs[0]}: read for pid {asker.pid} (uid {asker.uid})")
+            elif resident.wanted(asker, args) and self.resident.hand(conn, message, fds):
+                log(f"pid {args.pid}: handed to the resident worker")
+                return None
             else:
                 report, answer = self.take(args, asker)
                 if answer is not None:
@@ -381,20 +391,29 @@ class Service:
         self.answer(conn, {"taken": True})
 
     def fork(self, work, *private: int, what: str = "a core") -> None:
-        """Run `work` in a child, which closes the fds that are the parent's
-        (`private` and the sockets, the waiting cores but its own)."""
+        """Run `work` in a child, one of the jobs."""
+        self.busy.add(self.spawn(work, *private))
+        log(f"handling {what} ({len(self.busy)} busy)")
+
+    def spawn(self, work, *private: int) -> int:
+        """A child running `work`, which closes the fds that are the
+        parent's (`private` and the sockets, the waiting cores but its own,
+        the resident worker's socket)."""
         others = [x for conn, _, _, fd, pidfd, _ in self.waiting
                   for x in (conn.fileno(), fd, pidfd)]
         others += [conn.fileno() for conn in self.reading]
+        if self.resident.sock is not None:
+            others.append(self.resident.sock.fileno())
         sys.stdout.flush()  # nothing of ours may reach a client's stdout
         child = os.fork()
         if child == 0:
             _child(work, [*private, *(s.fileno() for s in self.socks.values()), *others])
-        self.busy.add(child)
-        log(f"handling {what} ({len(self.busy)} busy)")
+        return child
 
     def reap(self, block: bool = False) -> None:
-        while self.busy:
+        """Children that are done (a resident worker that died too); with
+        `block`, waits for one of the jobs first."""
+        while not block or self.busy:
             try:
                 pid, _ = os.waitpid(-1, 0 if block else os.WNOHANG)
             except ChildProcessError:
@@ -436,6 +455,7 @@ def serve(args, cli) -> None:
             signal.signal(s, signal.SIG_IGN)
         for conn, *_ in service.waiting:  # their handlers still have the cores
             conn.close()
+        service.resident.stop()  # it ends after the request it may have
         while service.busy:
             service.reap(block=True)
 
@@ -465,7 +485,7 @@ def _deliver(conn: socket.socket, asker, args, message: dict, fds: list[int],
     """The child that delivers a client's report (or makes it: a core file)
     as the client and tells it the exit status; one that cannot become the
     client tells it to do the work itself."""
-    t0, own = time.monotonic(), os.dup(2)
+    t0, own = time.monotonic(), os.dup(2)  # (fds: the client's; those closed here become -1)
     try:
         code = clients.deliver_as(asker, args, message, fds, report,
                                   lambda args, report: run(args, report, close=False))
@@ -481,13 +501,17 @@ def _deliver(conn: socket.socket, asker, args, message: dict, fds: list[int],
                 pass
     Service.answer(conn, answer)
     os.dup2(own, 2)  # the log goes to the service's stderr, not the client's
+    os.close(own)
     if getattr(args, "outlet", None) is not None:
         # after the answer and with the client's streams let go (a reader of
         # its stdout waits for their end): the store's report is committed,
         # and the checkpoint its close makes (~half the store's time) is not the client's
-        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
-        for fd in fds[:2]:
-            os.close(fd)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+        for i in (0, 1):
+            os.close(fds[i])
+            fds[i] = -1
         args.outlet.close()
     log(f"delivered for pid {asker.pid} in {(time.monotonic() - t0) * 1000:.1f} ms: {answer}")
 

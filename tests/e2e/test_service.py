@@ -1,6 +1,6 @@
 """The resident service's control socket: `attach` through it (and its
 credential check), the fallback when no service answers, the pipe handler
-handing its core over, and a service killed with cores in flight."""
+handing its core over, a service killed with cores in flight, and the resident worker."""
 from __future__ import annotations
 
 import json
@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -456,3 +457,76 @@ def test_core_file_without_a_service(private_core, tmp_path):
     finally:
         for sock in (mute, *held):
             sock.close()
+
+
+# The resident worker: root's attach requests are taken and delivered by one
+# long-lived child, not a child forked for each; each client still gets only
+# its own environment, and a worker that dies is replaced while requests go
+# the forked way meanwhile.
+
+
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(k) for k in f.read().split()]
+
+
+def stored(state) -> int:
+    db = sqlite3.connect(state / "reports.db")
+    try:
+        return db.execute("SELECT count(*) FROM reports").fetchone()[0]
+    finally:
+        db.close()
+
+
+def attach_served(pid: int, env: dict | None = None):
+    r = run_command(collector_argv("attach", pid), env=env)
+    assert r.rc == 0 and r.report["timings"].get("service") is True, str(r)
+    return r
+
+
+def test_clients_one_after_another_keep_their_own_environment(builder, spawn, service,
+                                                              tmp_path):
+    """A's COLLECTOR_STATE_DIR (which wins over a configuration file) is not
+    B's: the worker put its own environment back after A's request."""
+    t = spawn(builder.build("chain.c"), "3")
+    serving = service()
+    a, b = tmp_path / "a", tmp_path / "b"
+    config = tmp_path / "b.toml"
+    config.write_text(f'[collector]\nstate_dir = "{b}"\n')
+    attach_served(t.pid, {**collector_env(), "COLLECTOR_STATE_DIR": str(a)})
+    env = {k: v for k, v in collector_env().items() if k != "COLLECTOR_STATE_DIR"}
+    attach_served(t.pid, {**env, "COLLECTOR_CONFIG": str(config)})
+    assert serving.text().count("), resident worker") == 2, serving.text()
+    assert (stored(a), stored(b)) == (1, 1)
+
+
+def test_a_worker_that_dies_is_replaced(builder, spawn, service):
+    t = spawn(builder.build("chain.c"), "3")
+    serving = service()
+    attach_served(t.pid)
+    worker, = children(serving.proc.pid)
+    os.kill(worker, signal.SIGKILL)
+    attach_served(t.pid)  # by the worker or, if it is not back yet, a forked child
+    time.sleep(1.2)  # a worker is started again at most once a second
+    attach_served(t.pid)
+    assert serving.text().count("), resident worker") >= 2, serving.text()
+    deadline = time.monotonic() + 10
+    while worker in children(serving.proc.pid) or len(children(serving.proc.pid)) != 1:
+        assert time.monotonic() < deadline, (children(serving.proc.pid), serving.text())
+        time.sleep(0.05)  # the dead one reaped, the new one alone
+
+
+def test_clients_at_once_are_all_served(builder, spawn, service):
+    """While the worker is busy, a request goes the forked way."""
+    exe = builder.build("chain.c")
+    targets = [spawn(exe, "3") for _ in range(4)]  # one process is traced by one at a time
+    serving = service()
+    results = []
+    threads = [threading.Thread(target=lambda pid=t.pid: results.append(attach_served(pid)))
+               for t in targets]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(results) == 4, serving.text()
+    assert len({r.report["report_id"] for r in results}) == 4
