@@ -34,10 +34,12 @@ class Resident:
         self.pid: int | None = None
         self.sock: socket.socket | None = None
         self.idle = False
+        self.taking = False  # between a request handed over and its report taken
         self.started = 0.0
 
     def start(self, serve_one) -> None:
-        """A new worker, running serve_one(conn, message, fds) per request."""
+        """A new worker, running serve_one(conn, message, fds, taken) per
+        request (taken(): tell the service the report is taken)."""
         if self.sock is not None or time.monotonic() - self.started < RESPAWN:
             return
         self.started = time.monotonic()
@@ -61,25 +63,28 @@ class Resident:
         except OSError:
             self.stop()
             return False
-        self.idle = False
+        self.idle, self.taking = False, True
         return True
 
     def heard(self) -> None:
-        """Its socket is readable: the request is done, or the worker is gone."""
+        """Its socket is readable: the report is taken (the target let go),
+        the request is done, or the worker is gone."""
         try:
             said, extra = control.receive(self.sock, control.MAX_ANSWER)
             for fd in extra:
                 os.close(fd)
-            self.idle = said.get("idle") is True
         except (OSError, ValueError):
             self.stop()
+            return
+        self.taking = False
+        self.idle = said.get("idle") is True
 
     def stop(self) -> None:
         """Forget the worker: it ends once it finds its socket closed (the
         service reaps it with its other children)."""
         if self.sock is not None:
             self.sock.close()
-        self.sock, self.idle, self.pid = None, False, None
+        self.sock, self.idle, self.taking, self.pid = None, False, False, None
 
 
 def _loop(sock: socket.socket, serve_one) -> None:
@@ -96,7 +101,7 @@ def _loop(sock: socket.socket, serve_one) -> None:
         client = fds[1:]
         try:
             with _AsFound():
-                serve_one(conn, message, client)
+                serve_one(conn, message, client, lambda: control.send(sock, {"taken": True}))
         finally:
             conn.close()
             for fd in client:
@@ -130,11 +135,12 @@ class _AsFound:
 
 def serve_attach(service, deliver, log):
     """serve_one for root's attach: the take and the delivery, here."""
-    def serve_one(conn: socket.socket, message: dict, fds: list[int]) -> None:
+    def serve_one(conn: socket.socket, message: dict, fds: list[int], taken) -> None:
         asker = clients.peer(conn)
         args, answer = clients.command_args(message, service.cli.parser)
         if args is not None:
             report, answer = service.take(args, asker)
+        taken()  # the service may take the next one meanwhile
         if answer is not None:
             service.answer(conn, answer)
             return

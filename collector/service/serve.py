@@ -193,6 +193,8 @@ class Service:
         self.waiting: collections.deque = collections.deque()
         self.reading: dict[socket.socket, float] = {}  # clients yet to send: -> deadline
         self.resident = resident.Resident(self.spawn)  # root's attach requests
+        # attach requests waiting for the worker's take: (conn, message, asker, args, fds, said)
+        self.held: collections.deque = collections.deque()
 
     def run(self) -> None:
         core, ctl = self.socks.get("core"), self.socks.get("control")
@@ -220,6 +222,7 @@ class Service:
                 _drain(wake)
             if self.resident.sock is not None and self.resident.sock.fileno() in ready:
                 self.resident.heard()
+                self.release_held()
             if core is not None and core.fileno() in ready:
                 conn, _ = core.accept()
                 self.fork(lambda: handle(conn, self.args))
@@ -281,8 +284,7 @@ class Service:
                 if fds:
                     raise HandlerError("a command comes without descriptors, then sends them")
                 answer = self.command(conn, message, asker)
-                if answer is None:  # a child of ours answers it
-                    conn.close()
+                if answer is None:  # answered by a child of ours, or later
                     return
         except (OSError, ValueError) as e:
             log(f"a bad request: {e}")
@@ -301,12 +303,22 @@ class Service:
         with the warm caches by that child, as the client. The client's
         stdout, stderr and directory (and the core file it opened) come
         only once it is told the command started: a service that never
-        starts it holds none of them."""
+        starts it holds none of them. An `attach` that comes while the
+        resident worker takes a report waits for that take to end (None):
+        two takes at once could ask for the same process."""
         args, answer = clients.command_args(message, self.cli.parser)
         if args is None:
             return answer
         control.send(conn, clients.started(args))  # an OSError: a client gone, a bad request
         fds, said = clients.command_fds(conn, args)  # sent at once: read before any answer can be
+        if args.command == "attach" and self.resident.taking and len(self.held) < MAX_READING:
+            self.held.append((conn, message, asker, args, fds, said))
+            return None
+        return self.dispatch(conn, message, asker, args, fds, said)
+
+    def dispatch(self, conn, message: dict, asker, args, fds: list[int], said: dict) -> dict | None:
+        """A started command's work; it owns `fds` (and `conn` when it
+        returns None)."""
         try:
             report = None
             if args.command == "core":
@@ -317,6 +329,7 @@ class Service:
                 log(f"core {args.file_or_specs[0]}: read for pid {asker.pid} (uid {asker.uid})")
             elif resident.wanted(asker, args) and self.resident.hand(conn, message, fds):
                 log(f"pid {args.pid}: handed to the resident worker")
+                conn.close()
                 return None
             else:
                 report, answer = self.take(args, asker)
@@ -325,10 +338,23 @@ class Service:
                 log(f"pid {args.pid}: report for pid {asker.pid} (uid {asker.uid})")
             self.fork(lambda: _deliver(conn, asker, args, message, fds, report, self.cli.run),
                       what="a client")
+            conn.close()
             return None
         finally:
             for fd in fds:
                 os.close(fd)
+
+    def release_held(self) -> None:
+        """The attach requests that waited for the worker's take, in turn."""
+        while self.held and not self.resident.taking:
+            conn = self.held[0][0]
+            try:
+                answer = self.dispatch(*self.held.popleft())
+            except (OSError, ValueError) as e:
+                log(f"a bad request: {e}")
+                answer = {"error": "HandlerError", "message": f"a bad request: {e}"}
+            if answer is not None:
+                self.answer(conn, answer)
 
     def take(self, args, asker) -> tuple[dict | None, dict | None]:
         """(the report, None), or (None, the answer instead): an error said
@@ -456,6 +482,10 @@ def serve(args, cli) -> None:
         for conn, *_ in service.waiting:  # their handlers still have the cores
             conn.close()
         service.resident.stop()  # it ends after the request it may have
+        for conn, *_, fds, _ in service.held:  # those clients do the work themselves
+            conn.close()
+            for fd in fds:
+                os.close(fd)
         while service.busy:
             service.reap(block=True)
 

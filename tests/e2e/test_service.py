@@ -517,16 +517,18 @@ def test_a_worker_that_dies_is_replaced(builder, spawn, service):
 
 
 def test_clients_at_once_are_all_served(builder, spawn, service):
-    """While the worker is busy, a request goes the forked way."""
+    """While the worker delivers, a request goes the forked way; while it
+    takes a report, the next waits (two clients asking for the same process
+    at once both get it, as when the service took one at a time)."""
     exe = builder.build("chain.c")
-    targets = [spawn(exe, "3") for _ in range(4)]  # one process is traced by one at a time
+    targets = [spawn(exe, "3") for _ in range(2)]
     serving = service()
     results = []
     threads = [threading.Thread(target=lambda pid=t.pid: results.append(attach_served(pid)))
-               for t in targets]
+               for t in targets for _ in range(3)]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
-    assert len(results) == 4, serving.text()
-    assert len({r.report["report_id"] for r in results}) == 4
+    assert len(results) == 6, serving.text()
+    assert len({r.report["report_id"] for r in results}) == 6
