@@ -50,6 +50,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from serving import start_serve
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SHM = struct.Struct("<5Q")  # reset_seq, ack_seq, max_gap_ns, loops, max_other_ns (attach_target.c)
@@ -322,7 +324,7 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         STATE["dir"] = str(tmp)
         exe = compile_target(tmp)
-        service = start_service(col, tmp, args.pin) if args.service else None
+        service = start_service(tmp, args.pin) if args.service else None
         try:
             run_targets(args, col, have, exe, tmp, results)
         finally:
@@ -384,19 +386,12 @@ def service_cpu_ms() -> float:
     return own + reaped + sum(int(ns) for _, ns in children_runtime(pid) if ns) / 1e6
 
 
-def start_service(col: list[str], tmp: Path, pin: bool) -> subprocess.Popen:
+def start_service(tmp: Path, pin: bool) -> subprocess.Popen:
     CONTROL["path"] = str(tmp / "control.sock")
-    proc = subprocess.Popen([*col, "serve", "--control", CONTROL["path"]], env=tool_env(),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = start_serve(["--control", CONTROL["path"]], tool_env(), tmp / "serve.log")
     cpus = sorted(os.sched_getaffinity(0))
     if pin and len(cpus) >= 2:
         os.sched_setaffinity(proc.pid, cpus[:-1])  # the tools' cpus, not the spinner's
-    deadline = time.monotonic() + 30
-    while not os.path.exists(CONTROL["path"]):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            sys.exit("bench: the service did not start")
-        time.sleep(0.05)
     CONTROL["pid"] = proc.pid
     print(f"service: pid {proc.pid}, control socket {CONTROL['path']}")
     return proc
