@@ -7,9 +7,7 @@ import stat
 import time
 
 from .errors import BadCore, UsageError
-
-# as a client of the service opens the file it hands over (service/control.py)
-OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+from .service.control import OPEN_FLAGS  # as a client of the service opens the file it hands over
 
 
 def named(args) -> str:

@@ -39,7 +39,7 @@ FD = struct.Struct("i")  # as SCM_RIGHTS carries them (array would import collec
 MAX_REQUEST = 64 << 10
 MAX_ANSWER = 1 << 20
 MAX_FDS = 4             # stdout, stderr, the directory and a core file
-# how a client opens the core file it hands over, as `collector core` opens
+# how a client opens the core file it hands over, and `collector core` opens
 # it in-process (collector/core.py): O_NONBLOCK, or a FIFO would hang the open
 OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
 CONNECT_TIMEOUT = 1.0
