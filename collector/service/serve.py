@@ -222,7 +222,7 @@ class Service:
                 _drain(wake)
             if self.resident.sock is not None and self.resident.sock.fileno() in ready:
                 self.resident.heard()
-                self.release_held()
+            self.release_held()  # the worker's take is over (or the worker gone)
             if core is not None and core.fileno() in ready:
                 conn, _ = core.accept()
                 self.fork(lambda: handle(conn, self.args))
