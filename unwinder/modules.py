@@ -263,6 +263,9 @@ class ModuleMap:
         self._starts = [m.start for m in self.modules]
         self._loaded: set[int] = set()
         self._by_pc: dict[int, Module | None] = {}
+        # the walks' CFI rows (and methods) by lookup pc: threads parked in
+        # the same functions ask for the same rows
+        self.rows: dict[int, tuple] = {}  # (Module, Row, method)
 
     def find(self, pc: int) -> Module | None:
         """The module whose executable mapping holds pc (a repeated pc, as in

@@ -6,10 +6,10 @@ import functools
 import time
 
 from . import cfi, fallback
-from .cfi import CfiError, Row
+from .cfi import CfiError
 from .elf import PT_LOAD
 from .keep import KEEP_INNER, Elided, Kept
-from .modules import Module, ModuleMap
+from .modules import MAX_CACHED_PCS, Module, ModuleMap
 from .regs import RIP, RSP, known
 from .space import AddressSpace, Mapping, MemoryFault, read_u64
 
@@ -100,7 +100,7 @@ class Context:
         self.copy_at = getattr(space, "copy_at", None)  # memory at hand (Snapshot), or None
         self.stack: tuple[int, int, bytes] = (0, 0, b"")  # copy_at's last answer
         self.code_start = self.code_end = 0  # the last executable mapping found
-        self.rows: dict[int, tuple[Module, Row, str]] = {}  # by_cfi's rows (and methods) by lookup pc
+        self.rows = modules.rows            # by_cfi's, shared by the walks of one space's threads
 
     def mapping(self, addr: int) -> Mapping | None:
         return self.maps.find(addr)
@@ -169,6 +169,8 @@ def by_cfi(frame: Frame, ctx: Context) -> Frame | None:
             return None
         # images of code registered at run time may say their rows are no DWARF
         method = getattr(image, "method", "cfi")
+        if len(ctx.rows) > MAX_CACHED_PCS:
+            ctx.rows.clear()
         ctx.rows[pc] = (module, row, method)  # rows found only: a lookup that failed says so again
     signal = frame.signal_frame = row.signal_frame
     stack = ctx.stack   # the words step() reads, at hand
