@@ -58,7 +58,8 @@ def read_core(fd: int, path: str, max_frames: int, cache, where) -> dict:
     from .collect import core_process, core_report, signal_dict
     from .perfmap import for_core, read
     from .targets import compressed
-    from .targets.corefile import CoreError, open_core
+    from .targets.corefile import open_core
+    from .targets.corehead import CoreError
     t0 = time.monotonic()
     try:
         st = os.fstat(fd)

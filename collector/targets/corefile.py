@@ -17,8 +17,8 @@ from unwinder.regs import NUMBERS
 from unwinder.space import Mapping, MapIndex, MemoryFault
 
 from .corehead import (AT_SYSINFO_EHDR, NOTE_ERRORS, NT_AUXV, NT_FILE, NT_PRPSINFO,
-                       NT_PRSTATUS, NT_SIGINFO, PR_REG_NAMES, PT_LOAD, PT_NOTE, CoreError,
-                       auxv, notes, nt_file, program_headers, prpsinfo, prstatus, siginfo)
+                       NT_PRSTATUS, NT_SIGINFO, PR_REG_NAMES, PT_LOAD, PT_NOTE, auxv,
+                       notes, nt_file, program_headers, prpsinfo, prstatus, siginfo)
 from .locate import Where, locate
 from .reader import Stream
 

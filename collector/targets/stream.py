@@ -10,7 +10,8 @@ import re
 from unwinder.regs import NUMBERS
 
 from . import DEFAULT_KEEP, DEFAULT_STACK_WINDOW, GUARD_GAP, RED_ZONE
-from .corefile import AT_SYSINFO_EHDR, PF_W, PF_X, SMALL_CODE, CoreError, CoreSpace, Layout, read_layout
+from .corefile import AT_SYSINFO_EHDR, PF_W, PF_X, SMALL_CODE, CoreSpace, Layout, read_layout
+from .corehead import CoreError
 from .locate import PAGE, Where
 from .reader import Stalled, Stream
 

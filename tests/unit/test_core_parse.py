@@ -219,7 +219,7 @@ def both_doors(data: bytes, tmp: str) -> None:
         f.write(data)
     try:
         space, _ = corefile.open_core(os.open(tmp, os.O_RDONLY))
-    except corefile.CoreError:
+    except corehead.CoreError:
         pass
     else:
         try:
