@@ -16,6 +16,7 @@ from .helpers import fmt_thread, names, schema_errors
 from .test_run import base
 
 TIMEOUT = 30
+SETTLE = 5  # seconds a thread may stay runnable after its tracer leaves
 
 
 class Watch:
@@ -46,8 +47,13 @@ class Watch:
 
 
 def assert_untraced(pid: int, state: str):
+    """No thread traced, each in `state` once it settles: a thread detached
+    from a group-stop runs (R) for a moment before it stops again."""
     for tid in os.listdir(f"/proc/{pid}/task"):
         assert read_status(pid, int(tid))["TracerPid"] == "0", f"thread {tid} still traced"
+        deadline = time.monotonic() + SETTLE
+        while proc_state(pid, int(tid)) == "R" and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert proc_state(pid, int(tid)) == state, f"thread {tid}: {proc_state(pid, int(tid))}"
 
 
