@@ -14,6 +14,8 @@ import os
 import socket
 import struct
 
+from .files import write_all
+
 F_ADD_SEALS = 1033
 SEALS = 0x1 | 0x2 | 0x4 | 0x8  # F_SEAL_SEAL | SHRINK | GROW | WRITE
 
@@ -30,9 +32,7 @@ def send_fields(path: str, pairs: list[tuple[str, str]]) -> None:
                 raise
         fd = os.memfd_create("journal-data", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             fcntl.fcntl(fd, F_ADD_SEALS, SEALS)
             s.sendmsg([], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))],
                        0, path)

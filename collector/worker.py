@@ -32,6 +32,8 @@ import signal
 import time
 from dataclasses import dataclass, field
 
+from .files import write_all
+
 MAX_RESULT = 64 << 20        # bytes of JSON the parent takes from a worker at most
 EXIT_MEMORY, EXIT_REFUSED, EXIT_BUG = 3, 4, 5
 PR_GET_DUMPABLE, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 3, 4, 24, 38
@@ -124,9 +126,7 @@ def _child(task, ident: Identity, limits: Limits, keep: set[int], w: int) -> Non
 
 
 def _send(w: int, message: dict) -> None:
-    data = memoryview(json.dumps(message, separators=(",", ":")).encode() + b"\n")
-    while data:
-        data = data[os.write(w, data):]
+    write_all(w, json.dumps(message, separators=(",", ":")).encode() + b"\n")
 
 
 def _say(w: int, message: dict) -> None:

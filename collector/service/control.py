@@ -31,6 +31,7 @@ import _socket as socket
 import os
 import struct
 
+from ..files import write_all
 from ..plainjson import dumps, loads
 from . import control_path
 
@@ -177,10 +178,8 @@ def forward(where: str, argv: list[str]) -> int | None:
 
 
 def _write(fd: int, text) -> None:
-    data = text.encode(errors="replace") if isinstance(text, str) else b""
     try:
-        while data:
-            data = data[os.write(fd, data):]
+        write_all(fd, text.encode(errors="replace") if isinstance(text, str) else b"")
     except OSError:
         pass
 
