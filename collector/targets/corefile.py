@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import os
 
-from unwinder.elf import Segment
+from unwinder.elf import ElfError, ElfFile, Segment
 from unwinder.files import open_regular
 from unwinder.regs import NUMBERS
 from unwinder.space import Mapping, MapIndex, MemoryFault
@@ -19,7 +19,7 @@ from unwinder.space import Mapping, MapIndex, MemoryFault
 from .corehead import (AT_SYSINFO_EHDR, NOTE_ERRORS, NT_AUXV, NT_FILE, NT_PRPSINFO,
                        NT_PRSTATUS, NT_SIGINFO, PR_REG_NAMES, PT_LOAD, PT_NOTE, auxv,
                        notes, nt_file, program_headers, prpsinfo, prstatus, siginfo)
-from .locate import Where, locate
+from .locate import PAGE, Where, locate
 from .reader import Stream
 
 PF_X, PF_W, PF_R = 1, 2, 4
@@ -64,6 +64,13 @@ class Layout:
         if i >= 0 and addr < self.loads[i].vaddr + self.loads[i].memsz:
             return self.loads[i]
         return None
+
+    def left_out(self, start: int, end: int) -> bool:
+        """No PT_LOAD covers any of [start, end): a file mapping gdb's gcore
+        did not dump (it writes none for a mapping the process never wrote
+        to; the kernel writes an empty one)."""
+        return end > start and self.segment_at(start) is None and \
+            self.segment_above(start, end - start - 1) is None
 
     def segment_above(self, addr: int, within: int) -> Segment | None:
         """The first segment starting above `addr`, if no more than `within` away."""
@@ -132,8 +139,7 @@ class CoreSpace:
         files, vdso = self.layout.notes.files, self.layout.notes.auxv.get(AT_SYSINFO_EHDR)
         out = []
         for seg in self.layout.loads:
-            perms = "".join(c if seg.flags & bit else "-"
-                            for c, bit in (("r", PF_R), ("w", PF_W), ("x", PF_X))) + "p"
+            perms = _perms(seg.flags)
             end, offset, path = files.get(seg.vaddr, (0, 0, ""))
             inode, dev = 0, "00:00"
             opened = self._files.get(seg.vaddr)
@@ -144,17 +150,51 @@ class CoreSpace:
             elif seg.vaddr == vdso:
                 path = "[vdso]"
             out.append(Mapping(seg.vaddr, seg.vaddr + seg.memsz, perms, offset, dev, inode, path))
+        return sorted(out + self._left_out(), key=lambda m: m.start)
+
+    def _left_out(self) -> list[Mapping]:
+        """The mapped files the core has no PT_LOAD for (Layout.left_out).
+        Their permissions are those of the file's own segment at the mapped
+        offset; one whose file was not found is left out, as nothing says
+        whether it held code."""
+        out = []
+        for start, (end, offset, path) in self.layout.notes.files.items():
+            if not self.layout.left_out(start, end):
+                continue
+            opened = self._files.get(start)  # as located: checked, and bounded in number
+            flags = self._file_flags(opened, offset) if opened else None
+            if flags is None:
+                continue
+            dev, inode = _identity(opened)
+            out.append(Mapping(start, end, _perms(flags), offset, dev, inode, path))
         return out
+
+    def _file_flags(self, path: str, offset: int) -> int | None:
+        """The flags of the PT_LOAD of ELF file `path` that holds `offset`."""
+        fd = self._fd(path)
+        try:
+            head = os.pread(fd, PAGE, 0) if fd is not None else b""
+            seg = ElfFile(head, path).first_load(offset) if head else None
+        except (OSError, ElfError):
+            return None
+        if seg is None or not seg.offset <= offset < seg.offset + max(seg.filesz, 1):
+            return None
+        return seg.flags
 
     def read(self, addr: int, size: int) -> bytes:
         out = []
         at, end = addr, addr + size
         while at < end:
             seg = self.layout.segment_at(at)
-            if seg is None:
-                raise MemoryFault(addr, size, "not mapped in the core")
-            n = min(end, seg.vaddr + seg.memsz) - at
-            data = self._read_in(seg, at, n)
+            if seg is not None:
+                n = min(end, seg.vaddr + seg.memsz) - at
+                data = self._read_in(seg, at, n)
+            else:  # a mapping the core left out (_left_out), or none
+                mapping = self._by_addr.find(at)
+                if mapping is None:
+                    raise MemoryFault(addr, size, "not mapped in the core")
+                n = min(end, mapping.end) - at
+                data = self._from_file(mapping, at, n)
             if data is None or len(data) != n:
                 raise MemoryFault(addr, size, "not in the core")
             out.append(data)
@@ -175,14 +215,16 @@ class CoreSpace:
         if rel < seg.filesz:
             return None  # straddles the dumped part: not worth stitching
         mapping = self._by_addr.find(addr)
-        if mapping is None or not mapping.is_file:
-            return None
-        path = self.file_for(mapping)
+        return self._from_file(mapping, addr, n) if mapping is not None else None
+
+    def _from_file(self, mapping: Mapping, addr: int, n: int) -> bytes | None:
+        """Bytes the core did not dump, from the file mapped there."""
+        path = self.file_for(mapping) if mapping.is_file else None
         fd = self._fd(path) if path else None
         if fd is None:
             return None
         try:
-            return os.pread(fd, n, mapping.offset + rel)
+            return os.pread(fd, n, mapping.offset + addr - mapping.start)
         except OSError:
             return None
 
@@ -218,6 +260,12 @@ class CoreSpace:
         if mapping.path in self.located.why_not or mapping.path.endswith(" (deleted)"):
             return None
         return mapping.path or None
+
+
+def _perms(flags: int) -> str:
+    """A segment's flags as /proc/PID/maps writes them."""
+    return "".join(c if flags & bit else "-"
+                   for c, bit in (("r", PF_R), ("w", PF_W), ("x", PF_X))) + "p"
 
 
 def _identity(path: str) -> tuple[str, int]:

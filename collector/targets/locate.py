@@ -82,8 +82,9 @@ def locate(layout, dumped, where: Where, skip: set[str]) -> Found:
     found = Found()
     ids = core_build_ids(layout, dumped)
     exe = executable(layout)
-    paths = [p for p in dict.fromkeys(p for start, (_, _, p) in layout.notes.files.items()
-                                      if layout.is_code(start)) if p and p not in skip]
+    paths = [p for p in dict.fromkeys(p for start, (end, _, p) in layout.notes.files.items()
+                                      if layout.is_code(start) or layout.left_out(start, end))
+             if p and p not in skip]
     for path in paths[:MAX_FILES]:
         want = ids.get(path)
         tried = []

@@ -56,6 +56,13 @@ def test_same_frames_as_eu_stack(cores, mode):
     core, exe, pid = cores[mode]
     report = core_report(core)
     assert report["process"]["pid"] == pid and report["errors"] == [], report["errors"]
+    same_as_eu_stack(report, core, exe)
+    bad = crashed_thread(report)
+    assert report["signal"]["number"] == (11 if mode == "segv" else 6)
+    assert ("main" in names(bad)) == (mode == "abort"), fmt_thread(bad)
+
+
+def same_as_eu_stack(report: dict, core, exe) -> None:
     theirs = eu_stack(0, target=("--core", core, "-e", exe))
     assert set(theirs) == {t["tid"] for t in report["threads"]}
     for thread in report["threads"]:
@@ -66,9 +73,44 @@ def test_same_frames_as_eu_stack(cores, mode):
         for (pc, name, module), (_, their_name) in zip(ours, want):
             if name and their_name:
                 assert same_function(name, their_name, module), (name, their_name)
-    bad = crashed_thread(report)
-    assert report["signal"]["number"] == (11 if mode == "segv" else 6)
-    assert ("main" in names(bad)) == (mode == "abort"), fmt_thread(bad)
+
+
+def load_addresses(core) -> list[tuple[int, int]]:
+    """(start, end) of each PT_LOAD of an ELF core."""
+    data = core.read_bytes()
+    phoff, = struct.unpack_from("<Q", data, 32)
+    size, count = struct.unpack_from("<HH", data, 54)
+    out = []
+    for i in range(count):
+        kind, _, _, vaddr, _, _, memsz, _ = struct.unpack_from("<IIQQQQQQ", data, phoff + i * size)
+        if kind == 1:
+            out.append((vaddr, vaddr + memsz))
+    return out
+
+
+@pytest.mark.skipif(not have_eu_stack() or shutil.which("gdb") is None,
+                    reason="needs eu-stack and gdb (apt-get install elfutils gdb)")
+def test_a_gdb_gcore_is_read_as_eu_stack_reads_it(builder, spawn, tmp_path):
+    """gdb's gcore writes no PT_LOAD for a file mapping the process never
+    wrote to (the kernel writes an empty one): the code there is found by
+    the core's NT_FILE note and read from the file."""
+    exe = builder.build("chain.c")
+    target = spawn(exe, 3)
+    text = next(int(line.split("-")[0], 16) for line in open(f"/proc/{target.pid}/maps")
+                if line.split()[1] == "r-xp" and line.rstrip().endswith(str(exe)))
+    core = tmp_path / "core"
+    r = subprocess.run(["gdb", "-nx", "-batch", "-p", str(target.pid), "-ex", f"gcore {core}"],
+                       capture_output=True, text=True, timeout=120)
+    assert core.exists(), r.stdout + r.stderr
+    assert not any(start <= text < end for start, end in load_addresses(core)), \
+        "this gdb dumped the program's code: the case is not there to test"
+    report = core_report(core)
+    assert report["errors"] == [], report["errors"]
+    same_as_eu_stack(report, core, exe)
+    for thread in report["threads"]:
+        got = names(thread)
+        want = ["c", "b", "a", "main" if thread["tid"] == target.pid else "worker"]
+        assert any(got[i:i + 4] == want for i in range(len(got))), fmt_thread(thread)
 
 
 def test_truncated_core(cores, tmp_path):
