@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import bisect
 import os
+import struct
 
 from unwinder.elf import ElfError, ElfFile, Segment
 from unwinder.files import open_regular
 from unwinder.regs import NUMBERS
-from unwinder.space import Mapping, MapIndex, MemoryFault
+from unwinder.space import Mapping, MapIndex, MemoryFault, read_u64
 
 from .corehead import (AT_SYSINFO_EHDR, NOTE_ERRORS, NT_AUXV, NT_FILE, NT_PRPSINFO,
                        NT_PRSTATUS, NT_SIGINFO, PR_REG_NAMES, PT_LOAD, PT_NOTE, auxv,
@@ -23,6 +24,8 @@ from .locate import PAGE, Where, locate
 from .reader import Stream
 
 PF_X, PF_W, PF_R = 1, 2, 4
+WINDOW = 1 << 16          # bytes of a stack copy_at reads at once
+_U64 = struct.Struct("<Q").unpack_from
 MAX_THREADS = 16384
 SMALL_CODE = 1 << 20        # anonymous executable segments kept up to this size (JIT code)
 
@@ -114,14 +117,17 @@ def _take_note(kind: int, desc: bytes, notes: Notes) -> None:
 
 
 class CoreSpace:
-    """The AddressSpace of a core. Dumped bytes come from `dumped(offset,
-    size)` (the core file, or the ranges kept from a stream); file-backed
-    bytes the kernel did not dump come from the mapped file."""
+    """The AddressSpace of a core. Dumped bytes come from `dumped_from(offset,
+    limit)`: those from `offset` on, up to `limit` of them, as many as there
+    are at hand (the core file, or the ranges kept from a stream; b"" for
+    none); file-backed bytes the kernel did not dump come from the mapped
+    file."""
 
-    def __init__(self, layout: Layout, dumped, files: dict[int, str], core_fd: int | None = None,
-                 where: Where | None = None):
+    def __init__(self, layout: Layout, dumped_from, files: dict[int, str],
+                 core_fd: int | None = None, where: Where | None = None):
         self.layout = layout
-        self._dumped = dumped
+        self._from = dumped_from
+        self._hot: tuple[int, int, bytes] = (1, 0, b"")  # read_u64's: start, last word, data
         self._files = dict(files)    # mapping start -> a path that opens the exact file
         self.found_by = {start: "map_files" for start in files}
         self._core_fd = core_fd      # closed with the space
@@ -208,6 +214,35 @@ class CoreSpace:
             return None
         return self._dumped(seg.offset + addr - seg.vaddr, size)
 
+    def _dumped(self, offset: int, n: int) -> bytes | None:
+        data = self._from(offset, n)
+        return data if len(data) == n else None
+
+    def copy_at(self, addr: int) -> tuple[int, int, bytes]:
+        """(start, end, data): up to WINDOW dumped bytes from `addr` on (a
+        walk reads its stack's words from there, unwinder.walk); where the
+        core holds none, the page of `addr` with no data."""
+        seg = self.layout.segment_at(addr)
+        if seg is not None and addr < seg.vaddr + seg.filesz:
+            data = self._from(seg.offset + addr - seg.vaddr,
+                              min(WINDOW, seg.vaddr + seg.filesz - addr))
+            if data:
+                return addr, addr + len(data), data
+        page = addr & -PAGE
+        return page, page + PAGE, b""
+
+    def read_u64(self, addr: int) -> int:
+        """unwinder.space.read_u64 of this space, from the window copy_at
+        gave last where it holds the word."""
+        start, last, data = self._hot
+        if not start <= addr <= last:
+            start, _, data = self.copy_at(addr)
+            last = start + len(data) - 8
+            if not start <= addr <= last:
+                return read_u64(self, addr)
+            self._hot = start, last, data
+        return _U64(data, addr - start)[0]
+
     def _read_in(self, seg: Segment, addr: int, n: int) -> bytes | None:
         rel = addr - seg.vaddr
         if rel + n <= seg.filesz:
@@ -290,7 +325,7 @@ def open_core(fd: int, where: Where | None = None) -> tuple[CoreSpace, int]:
     if size < layout.size:
         layout.errors.append(f"the core is truncated: {size} of {layout.size} bytes")
 
-    def dumped(offset: int, n: int) -> bytes | None:
-        return os.pread(fd, n, offset) if offset + n <= size else None
+    def dumped_from(offset: int, limit: int) -> bytes:
+        return os.pread(fd, min(limit, size - offset), offset) if 0 <= offset < size else b""
 
-    return CoreSpace(layout, dumped, {}, fd, where), size
+    return CoreSpace(layout, dumped_from, {}, fd, where), size

@@ -127,15 +127,14 @@ def stream(fd: int, stack_window: int = DEFAULT_STACK_WINDOW, keep: int = DEFAUL
         errors.append(f"the core ended early: {s.pos} of {layout.size} bytes arrived")
     starts = [o for o, _ in kept]
 
-    def dumped(offset: int, n: int) -> bytes | None:
+    def dumped_from(offset: int, limit: int) -> bytes:
         i = bisect.bisect_right(starts, offset) - 1
         if i >= 0:
             start, data = kept[i]
-            if offset + n <= start + len(data):
-                return data[offset - start:offset - start + n]
-        return None
+            return data[offset - start:offset - start + limit]
+        return b""
 
-    space = CoreSpace(layout, dumped, opened, where=where)
+    space = CoreSpace(layout, dumped_from, opened, where=where)
     return Streamed(space, layout, s.pos, sum(len(d) for _, d in kept), layout.errors + errors)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import struct
+import sys
 import tempfile
 import threading
 
@@ -14,6 +15,7 @@ from hypothesis import given, settings, strategies as st
 
 from collector.targets import RED_ZONE, corefile, corehead, stream
 from unwinder.regs import RIP, RSP
+from unwinder.elf import ElfFile
 from unwinder.space import MemoryFault
 
 PAGE = 4096
@@ -188,6 +190,61 @@ def test_garbage_notes_never_raise(garbage, where):
                 pass
 
 
+def test_a_file_mapping_with_no_segment_is_read_from_its_file(tmp_path):
+    """gdb's gcore writes no PT_LOAD for a file mapping the process never
+    wrote to: NT_FILE names it, and its permissions are the file's own."""
+    lib = tmp_path / "lib.so"
+    lib.write_bytes(open(sys.executable, "rb").read())
+    first = ElfFile(lib.read_bytes()).first_load(0)
+    data = make_core([(7, TEXT, STACK + 0x100)],
+                     [(STACK, stack_bytes(0x1000), 0x1000, corefile.PF_R | corefile.PF_W)],
+                     files=[(TEXT, TEXT + 0x2000, str(lib)), (TEXT + 0x4000, TEXT + 0x5000,
+                                                              str(tmp_path / "gone.so"))])
+    path = tmp_path / "core"
+    path.write_bytes(data)
+    space, _ = corefile.open_core(os.open(path, os.O_RDONLY))
+    try:
+        mapping = space.maps()[0]
+        assert (mapping.start, mapping.end, mapping.path) == (TEXT, TEXT + 0x2000, str(lib))
+        assert mapping.perms == corefile._perms(first.flags)
+        assert space.read(TEXT, 16) == lib.read_bytes()[:16]
+        assert len(space.maps()) == 2  # the file not found is left out: nothing says what it held
+        with pytest.raises(MemoryFault):
+            space.read(TEXT + 0x4000, 8)
+    finally:
+        space.close()
+
+
+@pytest.mark.parametrize("door", ["file", "stream"])
+def test_read_u64_reads_what_read_reads(tmp_path, door):
+    """The word reader's windows (copy_at) serve what read() serves, and
+    fault where it faults: at the ends of a stream's kept windows too."""
+    data = three_threads()
+    if door == "file":
+        path = tmp_path / "core"
+        path.write_bytes(data)
+        space, _ = corefile.open_core(os.open(path, os.O_RDONLY))
+    else:
+        space = stream_bytes(data, stack_window=0x1000, keep=1 << 20).space
+    try:
+        for sp in (STACK + 0x80000, STACK + 0x40000, STACK + 0xC0000):
+            for addr in (sp - RED_ZONE - 8, sp - 4, sp, sp + 8, sp + 0x1000 - 8, sp + 0x1000 - 4,
+                         sp + 0x1000, sp + corefile.WINDOW - 4, sp + corefile.WINDOW):
+                try:
+                    want = struct.unpack("<Q", space.read(addr, 8))[0]
+                except MemoryFault:
+                    with pytest.raises(MemoryFault):
+                        space.read_u64(addr)
+                else:
+                    assert space.read_u64(addr) == want, hex(addr)
+        start, end, window = space.copy_at(STACK + 0x80000)
+        assert start == STACK + 0x80000 and window[:8] == struct.pack("<Q", start)
+        assert end - start == len(window) <= corefile.WINDOW
+        assert space.copy_at(STACK + (2 << 20))[2] == b""  # past every segment
+    finally:
+        space.close()
+
+
 def test_window_of_an_sp_at_the_start_of_its_segment():
     """The red zone below sp lies outside the segment: the window is kept all the same."""
     data = make_core([(7, TEXT, STACK)], [(STACK, stack_bytes(0x4000), 0x4000, corefile.PF_R)])
@@ -205,11 +262,13 @@ def use_space(space) -> None:
         except MemoryFault:
             pass
     for tid in space.threads()[:16]:
-        regs = space.registers(tid)
-        try:
-            space.read(regs.get(RSP, 0), 64)
-        except MemoryFault:
-            pass
+        sp = space.registers(tid).get(RSP, 0)
+        space.copy_at(sp)
+        for read in (lambda: space.read(sp, 64), lambda: space.read_u64(sp)):
+            try:
+                read()
+            except MemoryFault:
+                pass
 
 
 def both_doors(data: bytes, tmp: str) -> None:
