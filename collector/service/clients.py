@@ -10,6 +10,7 @@ import contextlib
 import importlib
 import io
 import os
+import signal
 import socket
 import struct
 from dataclasses import dataclass
@@ -69,6 +70,33 @@ def why_not_trace(asker: Peer, pid: int) -> str | None:
     if scope == 1 and not _descends(pid, asker.pid):
         return f"Yama's ptrace_scope is 1 and pid {pid} does not descend from the asking process"
     return None
+
+
+@contextlib.contextmanager
+def _held_pid(pid: int):
+    """Yields same(): True while the process `pid` named at the start still
+    lives, so that the pid cannot have passed to another process (one the
+    asker may not trace) between the credential check and the capture.
+    None where the kernel has no pidfds."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        raise errors.NoSuchProcess(f"pid {pid} exited") from None
+    except OSError:
+        yield None
+        return
+    try:
+        yield lambda: _alive(fd)
+    finally:
+        os.close(fd)
+
+
+def _alive(pidfd: int) -> bool:
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 def _yama() -> int:
@@ -155,11 +183,14 @@ def take_attach(args, asker: Peer, outlet, keep_images: int) -> dict:
     """The report of the process the asker named, symbolized: raises a
     CollectorError for what it may not or cannot have."""
     live.check_target(args.pid)
-    why = why_not_trace(asker, args.pid)
-    if why:
-        raise errors.NotPermitted(f"uid {asker.uid} may not trace pid {args.pid}: {why}")
-    outlet.images.begin(keep_images)
-    taken = capture(args.pid, args.stack_window, args.stop_timeout, args.freeze)
+    with _held_pid(args.pid) if asker.uid != 0 else contextlib.nullcontext() as same:
+        why = why_not_trace(asker, args.pid)
+        if why:
+            raise errors.NotPermitted(f"uid {asker.uid} may not trace pid {args.pid}: {why}")
+        outlet.images.begin(keep_images)
+        taken = capture(args.pid, args.stack_window, args.stop_timeout, args.freeze)
+        if same is not None and not same():
+            raise errors.NoSuchProcess(f"pid {args.pid} exited while it was being traced")
     report = build(taken, args.max_frames, outlet.images)
     report["timings"]["service"] = True
     outlet.symbolize(report, args.symbolize_budget)

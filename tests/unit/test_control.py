@@ -1,9 +1,11 @@
 """The control socket's framing and the service's checks of a request."""
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import struct
+import subprocess
 
 import pytest
 
@@ -107,6 +109,44 @@ def test_who_may_ask_for_what():
         clients.core_request({"kernel": {"P": me}}, [0], clients.Peer(me, 0, 0))
     with pytest.raises(errors.UsageError, match="LETTER"):
         clients.core_request({"kernel": {"PP": 1}}, [0], clients.Peer(me, 0, 0))
+
+
+class _Images:
+    def begin(self, keep: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize("dies", [False, True])
+def test_a_pid_that_may_change_hands_during_the_capture_gives_no_report(monkeypatch, dies):
+    """The process a non-root client named may die between the credential
+    check and the capture, and its pid go to a process the client may not
+    trace: a capture after which the named process is gone is not reported."""
+    target = subprocess.Popen(["sleep", "60"])
+    taken = object()
+
+    def capture(pid, *_):
+        assert pid == target.pid
+        if dies:
+            target.kill()
+            target.wait()  # reaped: the pid is free for the next process
+        return taken
+
+    monkeypatch.setattr(clients, "why_not_trace", lambda asker, pid: None)
+    monkeypatch.setattr(clients, "capture", capture)
+    monkeypatch.setattr(clients, "build", lambda got, *_: {"timings": {}, "of": got})
+    args = argparse.Namespace(pid=target.pid, stack_window=4096, stop_timeout=1.0,
+                              freeze=False, max_frames=None, symbolize_budget=0)
+    outlet = argparse.Namespace(images=_Images(), symbolize=lambda report, budget: None)
+    try:
+        if dies:
+            with pytest.raises(errors.NoSuchProcess, match="exited while"):
+                clients.take_attach(args, clients.Peer(os.getpid(), 65534, 65534), outlet, 0)
+        else:
+            report = clients.take_attach(args, clients.Peer(os.getpid(), 65534, 65534), outlet, 0)
+            assert report["of"] is taken
+    finally:
+        target.kill()
+        target.wait()
 
 
 def test_the_service_warms_the_system_libraries_it_maps():
