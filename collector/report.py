@@ -160,14 +160,13 @@ def random_uuid() -> str:
 
 def build(source: str, process: dict, threads: list[dict], modules: list[Module],
           stopped_at: float, timings: dict, errors: list[str], snapshot: dict) -> dict:
-    import datetime  # here, not before the capture (process_info)
+    from .delivery.storm import iso  # here, not before the capture (process_info)
     uname = os.uname()
     return {
         "schema_version": SCHEMA_VERSION,
         "report_id": random_uuid(),
         "collector": {"version": __version__},
-        "time": datetime.datetime.fromtimestamp(stopped_at, datetime.timezone.utc)
-                .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "time": iso(stopped_at),
         "host": {"hostname": uname.nodename, "kernel": uname.release, "machine": uname.machine},
         "source": source,
         "process": process,

@@ -17,6 +17,7 @@ STATE = "storm.json"
 
 
 def iso(t: float) -> str:
+    """A report's time: UTC, to the millisecond, "Z"."""
     return datetime.datetime.fromtimestamp(t, datetime.timezone.utc) \
         .isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
