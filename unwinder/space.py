@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import bisect
 import struct
-from _collections import _tuplegetter  # namedtuple's field reader
+
+from .record import Record
 
 
 class MemoryFault(Exception):
@@ -21,24 +22,15 @@ class MemoryFault(Exception):
         self.why = why
 
 
-class Mapping(tuple):
-    """One line of /proc/PID/maps (or its equivalent from a core). A named
-    tuple made by hand, not a dataclass or collections.namedtuple: the
-    collector reads maps before it stops a thread, and importing either
-    (dataclasses; collections) costs more than the stop."""
+class Mapping(Record):
+    """One line of /proc/PID/maps (or its equivalent from a core): the
+    collector reads maps before it stops a thread."""
     __slots__ = ()
     _fields = ("start", "end", "perms", "offset", "dev", "inode", "path")
-    start, end, perms, offset, dev, inode, path = (_tuplegetter(i, None) for i in range(7))
 
     def __new__(cls, start: int, end: int, perms: str = "r--p", offset: int = 0,
                 dev: str = "00:00", inode: int = 0, path: str = ""):
         return tuple.__new__(cls, (start, end, perms, offset, dev, inode, path))
-
-    def __getnewargs__(self):
-        return tuple(self)
-
-    def __repr__(self) -> str:
-        return "Mapping(" + ", ".join(f"{k}={v!r}" for k, v in zip(self._fields, self)) + ")"
 
     @property
     def executable(self) -> bool:

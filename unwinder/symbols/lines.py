@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import bisect
 import struct
-from _collections import _tuplegetter  # namedtuple's field reader
 
 from . import line_program
 from .dwarf import Die, Dwarf, LineHeader, Unit
 from .dwarf_scan import CONTAINERS, Scanner, UnitScan
 from ..elf import ElfError, ElfFile
+from ..record import Record
 
 _SCOPES = {"DW_TAG_subprogram", "DW_TAG_inlined_subroutine", "DW_TAG_lexical_block"}
 MAX_DEPTH = 64   # nesting of scopes followed at one address
@@ -30,25 +30,17 @@ class LineError(ValueError):
     """Malformed DWARF at an address (whatever reading it raised, as one)."""
 
 
-class Location(tuple):
+class Location(Record):
     """One (possibly inlined) function at an address and where in it:
     function (DW_AT_name in its namespaces and classes; None: no function),
     linkage_name (DW_AT_linkage_name, as in the symbol table), file, line,
-    column. A named tuple made by hand (see unwinder.space.Mapping):
-    dataclasses (with inspect, ast, dis) cost ~10 ms of a cold run."""
+    column."""
     __slots__ = ()
     _fields = ("function", "linkage_name", "file", "line", "column")
-    function, linkage_name, file, line, column = (_tuplegetter(i, None) for i in range(5))
 
     def __new__(cls, function: str | None, linkage_name: str | None, file: str | None,
                 line: int | None, column: int | None):
         return tuple.__new__(cls, (function, linkage_name, file, line, column))
-
-    def __getnewargs__(self):
-        return tuple(self)
-
-    def __repr__(self) -> str:
-        return "Location(" + ", ".join(f"{k}={v!r}" for k, v in zip(self._fields, self)) + ")"
 
 
 SECTIONS = (".debug_abbrev", ".debug_addr", ".debug_line", ".debug_line_str", ".debug_ranges",
