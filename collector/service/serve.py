@@ -201,10 +201,13 @@ class Service:
         wake, alarm = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake poll, through `alarm`
         signal.set_wakeup_fd(alarm)
+        # root's attach requests, when there is a control socket (a dead worker is replaced)
+        serve_one = resident.serve_attach(self, _deliver, log) \
+            if ctl is not None and os.geteuid() == 0 else None
         while True:
             self.reap()
-            if ctl is not None and os.geteuid() == 0:
-                self.resident.start(resident.serve_attach(self, _deliver, log))
+            if serve_one is not None:
+                self.resident.start(serve_one)
             while self.waiting and len(self.busy) < self.args.jobs:
                 self.start_handed(*self.waiting.popleft())
             free = len(self.busy) < self.args.jobs
